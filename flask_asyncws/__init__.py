@@ -1,0 +1,22 @@
+"""Quart-style websockets for an existing Flask app, served as one ASGI app."""
+
+from __future__ import annotations
+
+from .bridge import await_, run_sync
+from .context import after_this_websocket, copy_current_websocket_context, has_websocket_context, websocket
+from .extension import AsyncWS
+from .routing import Blueprint
+from .websocket import Websocket, WebsocketDisconnect
+
+__all__ = [
+    "AsyncWS",
+    "Blueprint",
+    "Websocket",
+    "WebsocketDisconnect",
+    "after_this_websocket",
+    "await_",
+    "copy_current_websocket_context",
+    "has_websocket_context",
+    "run_sync",
+    "websocket",
+]

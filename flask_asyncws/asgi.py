@@ -1,0 +1,368 @@
+"""The ASGI application: the path a connection takes through the app.
+
+``app.asgi_app`` sends websocket scopes to :class:`Connection`, http scopes to
+the HTTP bridge and lifespan scopes to the serving hooks. A websocket
+connection is read top-down in :meth:`ASGIApp.websocket` and
+:meth:`Connection.handle`: origin check, contexts pushed, before hooks, the
+handler, after hooks, the response (denial or close), teardown, contexts popped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import sys
+import typing as t
+
+from flask import Flask, Response, got_request_exception, session
+from werkzeug.exceptions import InternalServerError
+
+from .bridge import await_, greenlet_spawn
+from .context import WebsocketContext
+from .http import HTTPBridge, build_environ
+from .routing import handler_of, hooks
+from .websocket import Websocket, WebsocketDisconnect
+
+if t.TYPE_CHECKING:
+    from .extension import Settings
+
+Scope = t.Dict[str, t.Any]
+Message = t.Dict[str, t.Any]
+ASGIReceive = t.Callable[[], t.Awaitable[Message]]
+ASGISend = t.Callable[[Message], t.Awaitable[None]]
+
+logger = logging.getLogger("flask_asyncws")
+
+DENIAL_EXTENSION = "websocket.http.response"
+
+#: How long to wait, after refusing a handshake, for the server to report the
+#: connection gone before the app returns.
+SETTLE_TIMEOUT = 1.0
+
+
+class ASGIApp:
+    """The whole Flask app (HTTP routes, websocket routes, lifespan) as ASGI 3."""
+
+    def __init__(self, app: Flask, settings: t.Callable[[], Settings]) -> None:
+        self.app = app
+        self._settings = settings
+        self.http = HTTPBridge(app)
+        self.connections: set[Connection] = set()
+
+    async def __call__(self, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
+        kind = scope["type"]
+        if kind == "websocket":
+            await self.websocket(scope, receive, send)
+        elif kind == "http":
+            await self.http(scope, receive, send)
+        elif kind == "lifespan":
+            await self.lifespan(receive, send)
+        else:
+            raise RuntimeError(f"Unsupported ASGI scope type {kind!r}.")
+
+    async def websocket(self, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return  # the client left during the handshake
+        settings = self._settings()
+        origin, host = _origin_and_host(scope)
+        if not settings.origins.permits(origin, host):
+            logger.warning("Refused cross-origin websocket from %s to %s%s", origin, host, scope.get("path"))
+            await deny(scope, send, Response("Cross-origin websocket refused.", 403, mimetype="text/plain"))
+            await _settle(receive)
+            return
+        connection = Connection(self.app, scope, receive, send, settings)
+        self.connections.add(connection)
+        try:
+            await connection.serve()
+        finally:
+            self.connections.discard(connection)
+
+    async def lifespan(self, receive: ASGIReceive, send: ASGISend) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self._serving_hooks("before")
+                except Exception as exc:
+                    logger.exception("A before_serving function failed; the server will not start.")
+                    await send({"type": "lifespan.startup.failed", "message": f"{type(exc).__name__}: {exc}"})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                try:
+                    await self._serving_hooks("after")
+                    await self.http.aclose()
+                except Exception as exc:
+                    logger.exception("An after_serving function failed.")
+                    await send({"type": "lifespan.shutdown.failed", "message": f"{type(exc).__name__}: {exc}"})
+                    return
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _serving_hooks(self, kind: str) -> None:
+        funcs = list(getattr(self.app, f"{kind}_serving_funcs", ()))
+        if not funcs:
+            return
+        app = self.app
+
+        def run() -> None:
+            with app.app_context():
+                for func in funcs:
+                    app.ensure_sync(func)()
+
+        await greenlet_spawn(run)
+
+
+class Connection:
+    """One websocket connection, from the handshake to the last teardown."""
+
+    __slots__ = (
+        "app",
+        "scope",
+        "settings",
+        "websocket",
+        "request_context",
+        "context",
+        "task",
+        "_reader",
+        "_dispatching",
+        "_interrupting",
+    )
+
+    def __init__(self, app: Flask, scope: Scope, receive: ASGIReceive, send: ASGISend, settings: Settings) -> None:
+        self.app = app
+        self.scope = scope
+        self.settings = settings
+        self.request_context = app.request_context(build_environ(scope))
+        self.websocket = Websocket(
+            self.request_context.request, scope, receive, send, max_message_size=settings.max_message_size
+        )
+        self.context = WebsocketContext(self.websocket, self.request_context)
+        self.task = asyncio.current_task()
+        self._reader: asyncio.Task[None] | None = None
+        self._dispatching = False
+        self._interrupting = False
+
+    async def serve(self) -> None:
+        self.websocket.on_disconnect = self._interrupt
+        self._reader = reader = asyncio.create_task(self.websocket.read_messages())
+        try:
+            await greenlet_spawn(self.handle, _interrupt=self._take_interrupt)
+        finally:
+            reader.cancel()
+            if self._interrupting:
+                self._take_interrupt()
+        task = self.task
+        if task is not None and getattr(task, "cancelling", lambda: 0)():
+            raise asyncio.CancelledError  # the server cancelled us too: honour it
+
+    # -- the client leaving while the handler waits on something else --
+
+    def _interrupt(self) -> None:
+        if self._dispatching and not self._interrupting and self.task is not None:
+            self._interrupting = True
+            self.task.cancel()
+
+    def _take_interrupt(self) -> BaseException | None:
+        if not self._interrupting:
+            return None
+        self._interrupting = False
+        uncancel = getattr(self.task, "uncancel", None)
+        if uncancel is not None:
+            uncancel()
+        return self.websocket.disconnect
+
+    # -- sync code from here on: it runs in the connection's greenlet --
+
+    def handle(self) -> None:
+        self.request_context.push()
+        self.context.push()
+        error: BaseException | None = None
+        try:
+            self._run()
+        except WebsocketDisconnect as exc:
+            error = exc
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self._teardown(error)
+
+    def _run(self) -> None:
+        app = self.app
+        try:
+            try:
+                self._dispatching = True
+                try:
+                    rv = self._preprocess()
+                    if rv is None:
+                        rv = self._dispatch()
+                finally:
+                    self._dispatching = False
+            except WebsocketDisconnect:
+                raise
+            except Exception as exc:
+                rv = app.handle_user_exception(exc)
+            self._finish(rv)
+        except WebsocketDisconnect:
+            raise
+        except Exception as exc:
+            self._fail(exc)
+
+    def _preprocess(self) -> t.Any:
+        app = self.app
+        request = self.websocket.request
+        names = (None, *reversed(request.blueprints))
+        for name in names:
+            for url_func in app.url_value_preprocessors.get(name, ()):
+                url_func(request.endpoint, request.view_args)
+        before = hooks(app, "before")
+        for name in names:
+            for func in before.get(name, ()):
+                rv = app.ensure_sync(func)()
+                if rv is not None:
+                    return rv
+        return None
+
+    def _dispatch(self) -> t.Any:
+        app = self.app
+        request = self.websocket.request
+        if request.routing_exception is not None:
+            app.raise_routing_exception(request)
+        view = app.view_functions[request.url_rule.endpoint]  # type: ignore[union-attr]
+        handler = handler_of(view) or view
+        if inspect.iscoroutinefunction(handler):
+            return await_(handler(**request.view_args))  # type: ignore[arg-type]
+        return handler(**request.view_args)  # type: ignore[arg-type]
+
+    def _finish(self, rv: t.Any) -> None:
+        response = None if rv is None else self.app.make_response(rv)
+        response = self._after(response)
+        ws = self.websocket
+        if ws.closed:
+            return
+        if ws.accepted:
+            await_(ws._close(1000, ""))
+        elif response is not None:
+            self._save_session(response)
+            self._deny(response)
+        else:
+            logger.debug("Websocket handler for %s returned without accepting; closing (HTTP 403).", ws.path)
+            await_(ws._close(1000, ""))
+
+    def _after(self, response: Response | None, *, log_errors: bool = False) -> Response | None:
+        app = self.app
+        funcs = list(self.context.after_websocket_functions)
+        after = hooks(app, "after")
+        for name in (*self.websocket.request.blueprints, None):
+            funcs.extend(reversed(after.get(name, ())))
+        for func in funcs:
+            try:
+                response = app.ensure_sync(func)(response)
+            except Exception:
+                if not log_errors:
+                    raise
+                app.logger.exception("Error in after_websocket function %r", func)
+        return response
+
+    def _fail(self, exc: Exception) -> None:
+        """An exception no errorhandler took: 500 before accept, 1011 after."""
+        app = self.app
+        ws = self.websocket
+        got_request_exception.send(app, _async_wrapper=app.ensure_sync, exception=exc)
+        propagate = app.config["PROPAGATE_EXCEPTIONS"]
+        if propagate is None:
+            propagate = app.testing or app.debug
+        if not propagate:
+            app.log_exception(sys.exc_info())  # type: ignore[arg-type]
+        server_error = InternalServerError(original_exception=exc)
+        if ws.closed:
+            pass
+        elif ws.accepted:
+            await_(ws._close(1011, ""))
+        elif propagate:
+            self._deny(app.make_response(server_error))
+        else:
+            try:
+                response = app.make_response(app.handle_user_exception(server_error))
+            except Exception:
+                app.logger.exception("Error in the 500 errorhandler")
+                response = app.make_response(server_error)
+            self._deny(self._after(response, log_errors=True) or response)
+        if propagate:
+            raise exc
+
+    def _deny(self, response: Response) -> None:
+        await_(deny(self.scope, self.websocket._asgi_send, response))
+        # Return once the server has taken the response (it reports the
+        # connection gone); uvicorn logs an error if the app returns earlier.
+        if self._reader is not None:
+            await_(asyncio.wait((self._reader,), timeout=SETTLE_TIMEOUT))
+
+    def _save_session(self, response: Response) -> None:
+        interface = self.app.session_interface
+        current = session._get_current_object()  # type: ignore[attr-defined]
+        if not interface.is_null_session(current):
+            interface.save_session(self.app, current, response)
+
+    def _teardown(self, error: BaseException | None) -> None:
+        app = self.app
+        ws = self.websocket
+        try:
+            teardown = hooks(app, "teardown")
+            for name in (*ws.request.blueprints, None):
+                for func in reversed(teardown.get(name, ())):
+                    try:
+                        app.ensure_sync(func)(error)
+                    except Exception:
+                        app.logger.exception("Error in teardown_websocket function %r", func)
+            if ws.accepted and getattr(session, "modified", False):
+                logger.warning(
+                    "The session was modified in websocket handler %s after the connection was accepted;"
+                    " a cookie session cannot be saved once the websocket is open, so the change is lost.",
+                    ws.endpoint,
+                )
+        finally:
+            self.context.pop()
+            self.request_context.pop(error)
+
+
+async def deny(scope: Scope, send: ASGISend, response: Response) -> None:
+    """Refuse the handshake with ``response`` (a real HTTP response where the
+    server supports the ASGI denial extension, else the server's 403)."""
+    try:
+        if DENIAL_EXTENSION in (scope.get("extensions") or {}):
+            body = b"".join(response.iter_encoded())
+            headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()]
+            await send({"type": "websocket.http.response.start", "status": response.status_code, "headers": headers})
+            await send({"type": "websocket.http.response.body", "body": body, "more_body": False})
+        else:
+            await send({"type": "websocket.close", "code": 1000})
+    finally:
+        response.close()
+
+
+async def _settle(receive: ASGIReceive) -> None:
+    async def disconnected() -> None:
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+
+    try:
+        await asyncio.wait_for(disconnected(), SETTLE_TIMEOUT)
+    except asyncio.TimeoutError:
+        pass
+
+
+def _origin_and_host(scope: Scope) -> tuple[str | None, str | None]:
+    origin = host = None
+    for name, value in scope.get("headers", ()):
+        if name == b"origin":
+            origin = value.decode("latin-1")
+        elif name == b"host":
+            host = value.decode("latin-1")
+    if host is None and scope.get("http_version") == "2":
+        server = scope.get("server")
+        host = f"{server[0]}:{server[1]}" if server else None
+    return origin, host

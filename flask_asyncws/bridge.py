@@ -1,0 +1,167 @@
+"""The greenlet bridge: plain (sync) code running on the event loop.
+
+A sync handler runs in a greenlet whose parent is the coroutine that spawned it.
+When the sync code needs to wait (``websocket.receive()``, an async hook),
+:func:`await_` switches back to that coroutine with the awaitable, the coroutine
+awaits it inside its own asyncio task, and switches the result (or exception)
+back in. No thread is involved, so an open socket costs one small greenlet.
+
+The greenlet shares the spawning task's :class:`contextvars.Context`, so Flask's
+contexts pushed by the task are visible in the sync code and vice versa.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+import time
+import typing as t
+
+from greenlet import getcurrent, greenlet
+
+T = t.TypeVar("T")
+
+#: Set by the owner of a worker thread (the HTTP bridge) so async code called
+#: from that thread runs on the server's loop instead of a new one per call.
+_thread_state = threading.local()
+
+
+class _BridgeGreenlet(greenlet):  # type: ignore[misc]
+    """A greenlet that may hand awaitables back to its parent coroutine."""
+
+    __slots__ = ()
+
+
+def in_bridge() -> bool:
+    """Whether the caller runs in sync code that :func:`await_` can serve."""
+    return isinstance(getcurrent(), _BridgeGreenlet)
+
+
+async def greenlet_spawn(
+    fn: t.Callable[..., T],
+    *args: t.Any,
+    _interrupt: t.Callable[[], BaseException | None] | None = None,
+    _on_slow: t.Callable[[float], None] | None = None,
+    _slow_after: float = 0.0,
+    **kwargs: t.Any,
+) -> T:
+    """Run the sync ``fn`` in a greenlet, serving its :func:`await_` calls.
+
+    ``_interrupt`` may turn a cancellation of this task into another exception
+    thrown at the sync code's waiting point (a websocket disconnect, say).
+    ``_on_slow`` is told how long the sync code held the loop whenever one
+    stretch took longer than ``_slow_after`` seconds.
+    """
+    child = _BridgeGreenlet(fn, getcurrent())
+    child.gr_context = getcurrent().gr_context
+    timed = _on_slow is not None
+    started = time.perf_counter() if timed else 0.0
+    result: t.Any = child.switch(*args, **kwargs)
+    while not child.dead:
+        if timed:
+            held = time.perf_counter() - started
+            if held > _slow_after:
+                _on_slow(held)  # type: ignore[misc]
+        try:
+            value = await result
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError) and _interrupt is not None:
+                replacement = _interrupt()
+                if replacement is not None:
+                    exc = replacement
+            if timed:
+                started = time.perf_counter()
+            result = child.throw(exc)
+        else:
+            if timed:
+                started = time.perf_counter()
+            result = child.switch(value)
+    if timed:
+        held = time.perf_counter() - started
+        if held > _slow_after:
+            _on_slow(held)  # type: ignore[misc]
+    return t.cast(T, result)
+
+
+def await_(awaitable: t.Awaitable[T]) -> T:
+    """Wait for ``awaitable`` from sync code and return its result.
+
+    Works in a sync handler (greenlet on the loop) and in a worker thread that
+    the HTTP bridge runs on behalf of the server's loop.
+    """
+    current = getcurrent()
+    if isinstance(current, _BridgeGreenlet):
+        return t.cast(T, current.parent.switch(awaitable))
+    loop: asyncio.AbstractEventLoop | None = getattr(_thread_state, "loop", None)
+    if loop is not None:
+        return asyncio.run_coroutine_threadsafe(_as_coroutine(awaitable), loop).result()
+    _discard(awaitable)
+    raise RuntimeError(
+        "await_() was called outside a flask_asyncws sync handler or worker thread."
+        " In an async function use 'await' instead; in other sync code run the"
+        " coroutine with asyncio.run()."
+    )
+
+
+async def _as_coroutine(awaitable: t.Awaitable[T]) -> T:
+    return await awaitable
+
+
+def _discard(awaitable: t.Awaitable[t.Any]) -> None:
+    close = getattr(awaitable, "close", None)
+    if close is not None:
+        close()
+
+
+def bind_thread_to_loop(loop: asyncio.AbstractEventLoop | None) -> None:
+    """Make :func:`await_` in this thread run awaitables on ``loop``."""
+    _thread_state.loop = loop
+
+
+def run_sync(fn: t.Callable[..., T], *args: t.Any, **kwargs: t.Any) -> t.Any:
+    """Run a blocking ``fn(*args, **kwargs)`` in a thread, off the event loop.
+
+    A sync handler must not block the loop (every other connection waits), so a
+    blocking call (a sync database driver, ``requests``, ``time.sleep``) goes
+    through this. In a sync handler it returns the result; in async code it
+    returns an awaitable. Flask's contexts are visible in the thread.
+    """
+    call = functools.partial(fn, *args, **kwargs)
+    if isinstance(getcurrent(), _BridgeGreenlet):
+        return await_(asyncio.to_thread(call))
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise RuntimeError(
+            "run_sync() needs the event loop: call it from a sync websocket"
+            " handler, or 'await run_sync(...)' from async code."
+        ) from None
+    return asyncio.to_thread(call)
+
+
+def make_async_to_sync(
+    fallback: t.Callable[[t.Callable[..., t.Awaitable[t.Any]]], t.Callable[..., t.Any]],
+) -> t.Callable[[t.Callable[..., t.Awaitable[t.Any]]], t.Callable[..., t.Any]]:
+    """Build ``Flask.async_to_sync`` that reuses the server's loop when it can.
+
+    Async views, hooks and error handlers then run on the loop that serves the
+    app, so loop-bound clients and pools can be shared across requests. Outside
+    the server (a WSGI server, a CLI command) Flask's own behaviour remains.
+    """
+
+    def async_to_sync(func: t.Callable[..., t.Awaitable[t.Any]]) -> t.Callable[..., t.Any]:
+        fallback_wrapper: t.Callable[..., t.Any] | None = None
+
+        @functools.wraps(func)
+        def wrapper(*args: t.Any, **kwargs: t.Any) -> t.Any:
+            nonlocal fallback_wrapper
+            if isinstance(getcurrent(), _BridgeGreenlet) or getattr(_thread_state, "loop", None):
+                return await_(func(*args, **kwargs))
+            if fallback_wrapper is None:
+                fallback_wrapper = fallback(func)
+            return fallback_wrapper(*args, **kwargs)
+
+        return wrapper
+
+    return async_to_sync

@@ -1,0 +1,104 @@
+"""The websocket context, kept alongside Flask's request context.
+
+Each connection pushes a Flask request context built from the handshake (so
+``g``, ``session``, ``url_for`` and request-based extensions work) and a
+websocket context holding the :class:`~flask_asyncws.websocket.Websocket`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import typing as t
+
+from werkzeug.local import LocalProxy
+
+from .websocket import Websocket
+
+if t.TYPE_CHECKING:
+    from flask.ctx import RequestContext
+
+F = t.TypeVar("F", bound=t.Callable[..., t.Any])
+
+_cv_websocket: contextvars.ContextVar[WebsocketContext] = contextvars.ContextVar("flask_asyncws.websocket_ctx")
+
+
+class WebsocketContext:
+    """Binds a :class:`Websocket` and its request context to the current task."""
+
+    __slots__ = ("websocket", "request_context", "after_websocket_functions", "_tokens")
+
+    def __init__(self, websocket: Websocket, request_context: RequestContext) -> None:
+        self.websocket = websocket
+        self.request_context = request_context
+        self.after_websocket_functions: list[t.Callable[[t.Any], t.Any]] = []
+        self._tokens: list[contextvars.Token[WebsocketContext]] = []
+
+    def push(self) -> None:
+        self._tokens.append(_cv_websocket.set(self))
+
+    def pop(self) -> None:
+        _cv_websocket.reset(self._tokens.pop())
+
+    def copy(self) -> WebsocketContext:
+        return WebsocketContext(self.websocket, self.request_context.copy())
+
+    def __enter__(self) -> WebsocketContext:
+        self.request_context.push()
+        self.push()
+        return self
+
+    def __exit__(self, *exc_info: t.Any) -> None:
+        self.pop()
+        self.request_context.pop(exc_info[1])
+
+
+websocket: Websocket = LocalProxy(  # type: ignore[assignment]
+    _cv_websocket, "websocket", unbound_message="Working outside of a websocket context: this code runs outside a websocket handler."
+)
+
+
+def has_websocket_context() -> bool:
+    """Whether the code runs for a websocket connection (handler, hook, task)."""
+    return _cv_websocket.get(None) is not None
+
+
+def copy_current_websocket_context(func: F) -> F:
+    """Let ``func`` see this connection's contexts when it runs elsewhere.
+
+    For a task started with ``asyncio.create_task`` or code that outlives the
+    current stack. Works for sync and async functions.
+    """
+    ctx = _cv_websocket.get(None)
+    if ctx is None:
+        raise RuntimeError(
+            "copy_current_websocket_context() needs a websocket context: use it"
+            " inside a websocket handler or hook."
+        )
+    copy = ctx.copy()
+
+    if inspect.iscoroutinefunction(func):
+
+        @functools.wraps(func)
+        async def async_wrapper(*args: t.Any, **kwargs: t.Any) -> t.Any:
+            with copy:
+                return await func(*args, **kwargs)
+
+        return t.cast(F, async_wrapper)
+
+    @functools.wraps(func)
+    def wrapper(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        with copy:
+            return func(*args, **kwargs)
+
+    return t.cast(F, wrapper)
+
+
+def after_this_websocket(func: F) -> F:
+    """Run ``func(response)`` after this handler returns, before the after hooks."""
+    ctx = _cv_websocket.get(None)
+    if ctx is None:
+        raise RuntimeError("after_this_websocket() needs a websocket context: call it inside a handler or hook.")
+    ctx.after_websocket_functions.append(func)
+    return func

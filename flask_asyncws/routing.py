@@ -1,0 +1,180 @@
+"""Websocket routes and hooks on apps and blueprints.
+
+Routes are ordinary Werkzeug rules with ``websocket=True`` in ``app.url_map``,
+so one path can serve HTTP and websocket, and ``url_for`` builds ``ws://`` URLs.
+The view function Flask sees is a guard that answers 400 when a websocket route
+is reached over plain HTTP (Werkzeug binds a WSGI request carrying
+``Upgrade: websocket`` as a websocket request); the handler runs only for real
+websocket connections.
+"""
+
+from __future__ import annotations
+
+import functools
+import typing as t
+import weakref
+from collections import defaultdict
+
+import flask
+from flask import abort
+from flask.sansio.scaffold import Scaffold
+
+HookDict = t.Dict[t.Optional[str], t.List[t.Callable[..., t.Any]]]
+F = t.TypeVar("F", bound=t.Callable[..., t.Any])
+
+HOOK_KINDS = ("before", "after", "teardown")
+
+_views: weakref.WeakKeyDictionary[t.Callable[..., t.Any], t.Callable[..., t.Any]] = weakref.WeakKeyDictionary()
+
+
+def hooks(app: flask.Flask, kind: str) -> HookDict:
+    """The app's ``{kind}_websocket_funcs`` registry, created on first use."""
+    attr = f"{kind}_websocket_funcs"
+    registry: HookDict | None = app.__dict__.get(attr)
+    if registry is None:
+        registry = defaultdict(list)
+        setattr(app, attr, registry)
+    return registry
+
+
+def handler_of(view: t.Callable[..., t.Any]) -> t.Callable[..., t.Any] | None:
+    """The websocket handler behind a view function, or None for HTTP views."""
+    return getattr(view, "websocket_handler", None)
+
+
+def websocket_view(handler: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
+    """The view registered with Flask for a websocket handler (one per handler)."""
+    try:
+        return _views[handler]
+    except (KeyError, TypeError):
+        pass
+
+    @functools.wraps(handler)
+    def view(**kwargs: t.Any) -> t.NoReturn:
+        abort(400, "This URL is a websocket endpoint; connect to it with a websocket client.")
+
+    view.websocket_handler = handler  # type: ignore[attr-defined]
+    # wraps() copied the handler's attributes; Flask must call the guard as sync code.
+    view.__dict__.pop("_is_coroutine_marker", None)
+    try:
+        _views[handler] = view
+    except TypeError:
+        pass
+    return view
+
+
+# -- registration methods, bound to an app by AsyncWS or defined on Blueprint --
+
+
+def add_websocket(
+    scaffold: Scaffold,
+    rule: str,
+    endpoint: str | None = None,
+    view_func: t.Callable[..., t.Any] | None = None,
+    **options: t.Any,
+) -> None:
+    """Register ``view_func`` as the websocket handler for ``rule``."""
+    if "methods" in options:
+        raise TypeError("Websocket routes always use GET; remove 'methods=' from the route.")
+    if view_func is not None and endpoint is None:
+        endpoint = view_func.__name__
+    scaffold.add_url_rule(
+        rule,
+        endpoint,
+        None if view_func is None else websocket_view(view_func),
+        methods=["GET"],
+        websocket=True,
+        provide_automatic_options=False,
+        **options,
+    )
+
+
+def websocket(scaffold: Scaffold, rule: str, **options: t.Any) -> t.Callable[[F], F]:
+    """Decorate a sync or async function to handle websockets at ``rule``."""
+
+    def decorator(func: F) -> F:
+        endpoint = options.pop("endpoint", None)
+        add_websocket(scaffold, rule, endpoint, func, **options)
+        return func
+
+    return decorator
+
+
+def _hook_method(kind: str) -> t.Callable[[flask.Flask, F], F]:
+    def register(app: flask.Flask, func: F) -> F:
+        hooks(app, kind)[None].append(func)
+        return func
+
+    register.__name__ = f"{kind}_websocket"
+    return register
+
+
+before_websocket = _hook_method("before")
+before_websocket.__doc__ = "Run before each websocket handler; a returned value refuses the connection."
+after_websocket = _hook_method("after")
+after_websocket.__doc__ = "Run ``func(response)`` after a handler returns; must return the response (or None)."
+teardown_websocket = _hook_method("teardown")
+teardown_websocket.__doc__ = "Run ``func(exc)`` when a connection ends, however it ends."
+
+
+class Blueprint(flask.Blueprint):
+    """A :class:`flask.Blueprint` that can also hold websocket routes and hooks."""
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.before_websocket_funcs: HookDict = defaultdict(list)
+        self.after_websocket_funcs: HookDict = defaultdict(list)
+        self.teardown_websocket_funcs: HookDict = defaultdict(list)
+
+    def websocket(self, rule: str, **options: t.Any) -> t.Callable[[F], F]:
+        """Decorate a sync or async function to handle websockets at ``rule``."""
+        return websocket(self, rule, **options)
+
+    def add_websocket(
+        self,
+        rule: str,
+        endpoint: str | None = None,
+        view_func: t.Callable[..., t.Any] | None = None,
+        **options: t.Any,
+    ) -> None:
+        """Register ``view_func`` as the websocket handler for ``rule``."""
+        add_websocket(self, rule, endpoint, view_func, **options)
+
+    def before_websocket(self, func: F) -> F:
+        """Run before this blueprint's websocket handlers."""
+        self.before_websocket_funcs[None].append(func)
+        return func
+
+    def after_websocket(self, func: F) -> F:
+        """Run ``func(response)`` after this blueprint's websocket handlers."""
+        self.after_websocket_funcs[None].append(func)
+        return func
+
+    def teardown_websocket(self, func: F) -> F:
+        """Run ``func(exc)`` when a connection to this blueprint ends."""
+        self.teardown_websocket_funcs[None].append(func)
+        return func
+
+    def before_app_websocket(self, func: F) -> F:
+        """Like :meth:`before_websocket`, for every websocket of the app."""
+        self.record_once(lambda state: hooks(state.app, "before")[None].append(func))
+        return func
+
+    def after_app_websocket(self, func: F) -> F:
+        """Like :meth:`after_websocket`, for every websocket of the app."""
+        self.record_once(lambda state: hooks(state.app, "after")[None].append(func))
+        return func
+
+    def teardown_app_websocket(self, func: F) -> F:
+        """Like :meth:`teardown_websocket`, for every websocket of the app."""
+        self.record_once(lambda state: hooks(state.app, "teardown")[None].append(func))
+        return func
+
+    def register(self, app: flask.Flask, options: dict[str, t.Any]) -> None:
+        super().register(app, options)
+        name = f"{options.get('name_prefix', '')}.{options.get('name', self.name)}".lstrip(".")
+        for kind in HOOK_KINDS:
+            mine: HookDict = getattr(self, f"{kind}_websocket_funcs")
+            registry = hooks(app, kind)
+            for key, funcs in mine.items():
+                registry[name if key is None else f"{name}.{key}"].extend(funcs)

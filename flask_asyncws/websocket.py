@@ -1,0 +1,464 @@
+"""The websocket object a handler talks to.
+
+One :class:`Websocket` per connection. Its I/O methods have two forms behind one
+name: called from a sync handler (a greenlet on the loop) they block and return
+the result; called from async code they return an awaitable. Misusing a form
+raises an error that says what to write instead, so a message is never silently
+lost.
+
+The handshake's request attributes (headers, args, cookies, …) come from the
+Flask request built for the connection, with the ``ws``/``wss`` scheme.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import typing as t
+import warnings
+
+from flask import Request
+from werkzeug.datastructures import Headers
+from werkzeug.sansio.utils import get_current_url
+
+from .bridge import _BridgeGreenlet
+from greenlet import getcurrent
+
+if t.TYPE_CHECKING:
+    from werkzeug.datastructures import Authorization, ImmutableMultiDict, MultiDict
+    from werkzeug.routing import Rule
+
+    from .asgi import ASGIReceive, ASGISend, Scope
+
+logger = logging.getLogger("flask_asyncws")
+
+T = t.TypeVar("T")
+
+#: Incoming messages held for a handler that is not reading; past this the
+#: connection stops reading, so the server's own buffer applies backpressure.
+INBOX_LIMIT = 32
+
+_SENDABLE_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})
+
+
+class WebsocketDisconnect(Exception):
+    """The connection is closed: the client left, or the handler closed it.
+
+    ``code`` and ``reason`` are what the server reported. Hypercorn reports
+    1006 for every client-initiated close (the client's own code is lost).
+    """
+
+    def __init__(self, code: int = 1000, reason: str = "") -> None:
+        super().__init__(code, reason)
+        self.code = code
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"websocket closed with code {self.code}" + (f": {self.reason}" if self.reason else "")
+
+
+class _Operation(t.Generic[T]):
+    """An awaitable websocket call from async code, checked to be awaited.
+
+    A plain call from a coroutine (``websocket.send(x)`` without ``await``)
+    drops this object unawaited; the connection then reports the mistake
+    instead of silently not sending.
+    """
+
+    __slots__ = ("_ws", "_name", "_factory", "_args", "_awaited")
+
+    def __init__(self, ws: Websocket, name: str, factory: t.Callable[..., t.Awaitable[T]], args: tuple[t.Any, ...]) -> None:
+        self._ws = ws
+        self._name = name
+        self._factory = factory
+        self._args = args
+        self._awaited = False
+
+    def __await__(self) -> t.Generator[t.Any, None, T]:
+        self._awaited = True
+        return self._factory(*self._args).__await__()
+
+    def __del__(self) -> None:
+        if not self._awaited:
+            self._ws._report_unawaited(self._name)
+
+
+class _FromRequest:
+    """A websocket attribute read from the handshake's Flask request."""
+
+    __slots__ = ("name",)
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, ws: Websocket | None, owner: type) -> t.Any:
+        if ws is None:
+            return self
+        return getattr(ws.request, self.name)
+
+
+class Websocket:
+    """The handshake's request data plus the connection's messaging.
+
+    Sync handlers call ``websocket.receive()``; async handlers ``await`` it.
+    """
+
+    __slots__ = (
+        "request",
+        "scope",
+        "_asgi_receive",
+        "_asgi_send",
+        "_loop",
+        "_thread",
+        "_inbox",
+        "_waiter",
+        "_space",
+        "_accepted",
+        "_closed",
+        "_disconnect",
+        "_misuse",
+        "_max_size",
+        "on_disconnect",
+        "__weakref__",
+    )
+
+    def __init__(
+        self,
+        request: Request,
+        scope: Scope,
+        receive: ASGIReceive,
+        send: ASGISend,
+        *,
+        max_message_size: int | None = None,
+    ) -> None:
+        self.request = request
+        self.scope = scope
+        self._asgi_receive = receive
+        self._asgi_send = send
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
+        self._inbox: collections.deque[str | bytes] = collections.deque()
+        self._waiter: asyncio.Future[str | bytes] | None = None
+        self._space: asyncio.Future[None] | None = None
+        self._accepted = False
+        self._closed: tuple[int, str] | None = None
+        self._disconnect: tuple[int, str] | None = None
+        self._misuse: str | None = None
+        self._max_size = max_message_size
+        #: Called when the client goes away while no receive() is waiting.
+        self.on_disconnect: t.Callable[[], None] | None = None
+
+    # -- handshake data -------------------------------------------------
+
+    headers: Headers = _FromRequest()  # type: ignore[assignment]
+    args: MultiDict[str, str] = _FromRequest()  # type: ignore[assignment]
+    cookies: ImmutableMultiDict[str, str] = _FromRequest()  # type: ignore[assignment]
+    authorization: Authorization | None = _FromRequest()  # type: ignore[assignment]
+    path: str = _FromRequest()  # type: ignore[assignment]
+    full_path: str = _FromRequest()  # type: ignore[assignment]
+    query_string: bytes = _FromRequest()  # type: ignore[assignment]
+    root_path: str = _FromRequest()  # type: ignore[assignment]
+    host: str = _FromRequest()  # type: ignore[assignment]
+    remote_addr: str | None = _FromRequest()  # type: ignore[assignment]
+    access_route: list[str] = _FromRequest()  # type: ignore[assignment]
+    origin: str | None = _FromRequest()  # type: ignore[assignment]
+    user_agent: t.Any = _FromRequest()
+    method: str = _FromRequest()  # type: ignore[assignment]
+    environ: dict[str, t.Any] = _FromRequest()  # type: ignore[assignment]
+    url_rule: Rule | None = _FromRequest()  # type: ignore[assignment]
+    view_args: dict[str, t.Any] | None = _FromRequest()  # type: ignore[assignment]
+    endpoint: str | None = _FromRequest()  # type: ignore[assignment]
+    blueprint: str | None = _FromRequest()  # type: ignore[assignment]
+    blueprints: list[str] = _FromRequest()  # type: ignore[assignment]
+
+    @property
+    def scheme(self) -> str:
+        """``ws`` or ``wss``."""
+        return "wss" if self.request.is_secure else "ws"
+
+    @property
+    def is_secure(self) -> bool:
+        return bool(self.request.is_secure)
+
+    @property
+    def url(self) -> str:
+        r = self.request
+        return get_current_url(self.scheme, r.host, r.root_path, r.path, r.query_string)
+
+    @property
+    def base_url(self) -> str:
+        r = self.request
+        return get_current_url(self.scheme, r.host, r.root_path, r.path)
+
+    @property
+    def host_url(self) -> str:
+        return get_current_url(self.scheme, self.request.host)
+
+    @property
+    def requested_subprotocols(self) -> list[str]:
+        """The subprotocols the client offered, in its order of preference."""
+        return list(self.scope.get("subprotocols") or ())
+
+    @property
+    def accepted(self) -> bool:
+        return self._accepted
+
+    @property
+    def closed(self) -> bool:
+        """Whether the handler closed the connection or the client left."""
+        return self._closed is not None or self._disconnect is not None
+
+    def __repr__(self) -> str:
+        return f"<Websocket {self.url!r}>"
+
+    # -- messaging ------------------------------------------------------
+
+    def accept(self, headers: t.Any = None, subprotocol: str | None = None) -> t.Any:
+        """Complete the handshake, optionally with headers and a subprotocol.
+
+        Idempotent; ``receive()`` and ``send()`` accept implicitly.
+        """
+        if subprotocol is not None and subprotocol not in self.requested_subprotocols:
+            raise ValueError(
+                f"Cannot accept subprotocol {subprotocol!r}: the client offered"
+                f" {self.requested_subprotocols!r}. Choose one of those, or None."
+            )
+        header_list = _header_list(headers)
+        return self._dispatch("accept", self._accept, header_list, subprotocol)
+
+    def receive(self) -> t.Any:
+        """The next message from the client, ``str`` or ``bytes`` as sent."""
+        current = getcurrent()
+        if isinstance(current, _BridgeGreenlet) and self._accepted and self._inbox and self._misuse is None:
+            return self._take()
+        return self._dispatch("receive", self._receive)
+
+    def send(self, data: str | bytes) -> t.Any:
+        """Send ``str`` as a text message or ``bytes`` as a binary one."""
+        if isinstance(data, (bytearray, memoryview)):
+            data = bytes(data)
+        elif not isinstance(data, (str, bytes)):
+            raise TypeError(
+                f"websocket.send() takes str or bytes, not {type(data).__name__};"
+                " use send_json() for other objects."
+            )
+        if self._max_size is not None and len(data) > self._max_size:
+            raise ValueError(
+                f"Outgoing message of {len(data)} bytes exceeds ASYNCWS_MAX_MESSAGE_SIZE"
+                f" ({self._max_size})."
+            )
+        return self._dispatch("send", self._send, data)
+
+    def receive_json(self) -> t.Any:
+        """The next message decoded with ``app.json``.
+
+        Invalid JSON raises :class:`ValueError` (``json.JSONDecodeError``).
+        """
+        if isinstance(getcurrent(), _BridgeGreenlet):
+            return self._decode(self._dispatch("receive_json", self._receive))
+        return self._dispatch("receive_json", self._receive_json)
+
+    def send_json(self, obj: t.Any) -> t.Any:
+        """Send ``obj`` encoded with ``app.json`` as a text message."""
+        return self.send(self._json.dumps(obj))
+
+    def close(self, code: int = 1000, reason: str = "") -> t.Any:
+        """Close the connection. Before accept the client gets HTTP 403.
+
+        Closing again, or after the client left, does nothing.
+        """
+        if code not in _SENDABLE_CLOSE_CODES and not 3000 <= code <= 4999:
+            raise ValueError(f"{code} is not a close code an endpoint may send; use 1000, 1001, 1008, 1011 or 3000-4999.")
+        if len(reason.encode()) > 123:
+            raise ValueError("A close reason is at most 123 bytes of UTF-8.")
+        return self._dispatch("close", self._close, code, reason)
+
+    # -- the two call forms --------------------------------------------
+
+    def _dispatch(self, name: str, factory: t.Callable[..., t.Awaitable[T]], *args: t.Any) -> t.Any:
+        if self._misuse is not None:
+            self._raise_misuse()
+        current = getcurrent()
+        if isinstance(current, _BridgeGreenlet):
+            return current.parent.switch(factory(*args))
+        if threading.get_ident() != self._thread:
+            raise RuntimeError(
+                f"websocket.{name}() was called from another thread. Call it from the"
+                " handler; a blocking function run through run_sync() should return"
+                " its result to the handler, which then sends it."
+            )
+        return _Operation(self, name, factory, args)
+
+    def _report_unawaited(self, name: str) -> None:
+        if self._misuse is None:
+            self._misuse = (
+                f"websocket.{name}() was called without 'await' in async code, so it did"
+                f" not run. Write 'await websocket.{name}(...)'. Sync helper functions"
+                " that use the websocket must be called from a sync handler."
+            )
+            logger.error("%s (%s)", self._misuse, self.path)
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(RuntimeError(self._misuse))
+
+    def _raise_misuse(self) -> t.NoReturn:
+        raise RuntimeError(self._misuse)
+
+    @property
+    def _json(self) -> t.Any:
+        return self.request.json_module
+
+    def _decode(self, data: str | bytes) -> t.Any:
+        return self._json.loads(data)
+
+    # -- coroutines run on the loop ------------------------------------
+
+    async def _accept(self, headers: list[tuple[bytes, bytes]], subprotocol: str | None) -> None:
+        if self._accepted:
+            return
+        if self._closed is not None:
+            raise RuntimeError("Cannot accept: the handler already closed this websocket.")
+        if self._disconnect is not None:
+            raise WebsocketDisconnect(*self._disconnect)
+        if headers and _spec_version(self.scope) < (2, 1):
+            warnings.warn(
+                "The ASGI server does not support accept headers (ASGI spec < 2.1); they were not sent.",
+                stacklevel=2,
+            )
+            headers = []
+        self._accepted = True
+        await self._send_to_server(
+            {"type": "websocket.accept", "subprotocol": subprotocol, "headers": headers}
+        )
+
+    def _take(self) -> str | bytes:
+        data = self._inbox.popleft()
+        space = self._space
+        if space is not None and not space.done():
+            space.set_result(None)
+        return data
+
+    async def _receive(self) -> str | bytes:
+        if not self._accepted:
+            await self._accept([], None)
+        if self._inbox:
+            return self._take()
+        if self._disconnect is not None:
+            raise WebsocketDisconnect(*self._disconnect)
+        if self._closed is not None:
+            raise WebsocketDisconnect(*self._closed)
+        if self._waiter is not None:
+            raise RuntimeError("websocket.receive() is already waiting in another task; receive from one task only.")
+        self._waiter = waiter = self._loop.create_future()
+        try:
+            return await waiter
+        finally:
+            self._waiter = None
+
+    async def _receive_json(self) -> t.Any:
+        return self._decode(await self._receive())
+
+    async def _send(self, data: str | bytes) -> None:
+        if not self._accepted:
+            await self._accept([], None)
+        if self._disconnect is not None:
+            raise WebsocketDisconnect(*self._disconnect)
+        if self._closed is not None:
+            raise RuntimeError("Cannot send: the handler already closed this websocket.")
+        if type(data) is str:
+            await self._send_to_server({"type": "websocket.send", "text": data})
+        else:
+            await self._send_to_server({"type": "websocket.send", "bytes": data})
+
+    async def _close(self, code: int, reason: str) -> None:
+        if self._closed is not None or self._disconnect is not None:
+            return
+        self._closed = (code, reason)
+        message: dict[str, t.Any] = {"type": "websocket.close", "code": code}
+        if reason and _spec_version(self.scope) >= (2, 3):
+            message["reason"] = reason
+        await self._send_to_server(message)
+
+    async def _send_to_server(self, message: dict[str, t.Any]) -> None:
+        try:
+            await self._asgi_send(message)
+        except OSError as exc:
+            # ASGI 2.4: the server raises an OSError once the client is gone.
+            self._disconnected(1006, "")
+            raise WebsocketDisconnect(1006) from exc
+
+    # -- the reading side, run by the connection ----------------------
+
+    async def read_messages(self) -> None:
+        """Move client messages into the inbox until the client leaves."""
+        receive = self._asgi_receive
+        inbox = self._inbox
+        limit = self._max_size
+        while True:
+            message = await receive()
+            kind = message["type"]
+            if kind == "websocket.receive":
+                data = message.get("text")
+                if data is None:
+                    data = message.get("bytes") or b""
+                if limit is not None and len(data) > limit:
+                    await self._refuse_oversized(len(data))
+                    return
+                waiter = self._waiter
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(data)
+                    continue
+                inbox.append(data)
+                if len(inbox) >= INBOX_LIMIT:
+                    self._space = self._loop.create_future()
+                    await self._space
+                    self._space = None
+            elif kind == "websocket.disconnect":
+                self._disconnected(message.get("code", 1005), message.get("reason") or "")
+                return
+
+    async def _refuse_oversized(self, size: int) -> None:
+        reason = "message too big"
+        logger.info("Closing %s: incoming message of %d bytes over ASYNCWS_MAX_MESSAGE_SIZE", self.path, size)
+        if self._closed is None and self._accepted:
+            self._closed = (1009, reason)
+            await self._send_to_server({"type": "websocket.close", "code": 1009, "reason": reason})
+        self._disconnected(1009, reason)
+
+    def _disconnected(self, code: int, reason: str) -> None:
+        if self._disconnect is not None:
+            return
+        self._disconnect = (code, reason)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(WebsocketDisconnect(code, reason))
+        elif self.on_disconnect is not None:
+            self.on_disconnect()
+
+    @property
+    def disconnect(self) -> WebsocketDisconnect | None:
+        """The client's departure, once known."""
+        return None if self._disconnect is None else WebsocketDisconnect(*self._disconnect)
+
+
+def _header_list(headers: t.Any) -> list[tuple[bytes, bytes]]:
+    if not headers:
+        return []
+    items = headers.items() if hasattr(headers, "items") else headers
+    result = []
+    for name, value in items:
+        lower = str(name).lower()
+        if lower == "sec-websocket-protocol":
+            raise ValueError("Pass the subprotocol as accept(subprotocol=...), not as a header.")
+        result.append((lower.encode("latin-1"), str(value).encode("latin-1")))
+    return result
+
+
+def _spec_version(scope: Scope) -> tuple[int, ...]:
+    version = (scope.get("asgi") or {}).get("spec_version") or "2.0"
+    try:
+        return tuple(int(part) for part in str(version).split(".")[:2])
+    except ValueError:
+        return (2, 0)
