@@ -47,7 +47,7 @@ class ASGIApp:
     def __init__(self, app: Flask, settings: t.Callable[[], Settings]) -> None:
         self.app = app
         self._settings = settings
-        self.http = HTTPBridge(app)
+        self.http = HTTPBridge(app, settings)
         self.connections: set[Connection] = set()
 
     async def __call__(self, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:

@@ -8,7 +8,7 @@ import typing as t
 
 from flask import Flask
 
-from . import routing
+from . import routing, testing
 from .asgi import ASGIApp
 from .bridge import make_async_to_sync
 from .origin import OriginPolicy
@@ -19,7 +19,14 @@ F = t.TypeVar("F", bound=t.Callable[..., t.Any])
 DEFAULTS: dict[str, t.Any] = {
     "ASYNCWS_ALLOWED_ORIGINS": None,
     "ASYNCWS_MAX_MESSAGE_SIZE": None,
+    "ASYNCWS_SERVER_MAX_MESSAGE_SIZE": 16 * 1024 * 1024,
+    "ASYNCWS_PING_INTERVAL": None,
+    "ASYNCWS_SYNC_HANDLER_MODE": "greenlet",
+    "ASYNCWS_HTTP_THREADS": 32,
+    "ASYNCWS_BLOCKING_WARN_MS": 100,
 }
+
+SYNC_HANDLER_MODES = ("greenlet", "thread")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +35,11 @@ class Settings:
 
     origins: OriginPolicy
     max_message_size: int | None
+    server_max_message_size: int | None
+    ping_interval: float | None
+    sync_handler_mode: str
+    http_threads: int
+    blocking_warn_ms: float | None
 
     @classmethod
     def from_config(cls, config: t.Mapping[str, t.Any]) -> Settings:
@@ -40,16 +52,36 @@ class Settings:
             raise ValueError(
                 f"ASYNCWS_ALLOWED_ORIGINS must be a list of origins like 'https://example.com', or '*': {exc}"
             ) from None
-        return cls(origins=policy, max_message_size=_positive_int(config, "ASYNCWS_MAX_MESSAGE_SIZE"))
+        mode = config.get("ASYNCWS_SYNC_HANDLER_MODE", "greenlet")
+        if mode not in SYNC_HANDLER_MODES:
+            raise ValueError(f"ASYNCWS_SYNC_HANDLER_MODE must be one of {SYNC_HANDLER_MODES}, not {mode!r}.")
+        threads = _positive(config, "ASYNCWS_HTTP_THREADS", int, "a positive number of threads")
+        if threads is None:
+            raise ValueError("ASYNCWS_HTTP_THREADS must be a positive number of threads, not None.")
+        return cls(
+            origins=policy,
+            max_message_size=_positive(config, "ASYNCWS_MAX_MESSAGE_SIZE", int, "a positive number of bytes"),
+            server_max_message_size=_positive(
+                config, "ASYNCWS_SERVER_MAX_MESSAGE_SIZE", int, "a positive number of bytes"
+            ),
+            ping_interval=_positive(config, "ASYNCWS_PING_INTERVAL", float, "a positive number of seconds"),
+            sync_handler_mode=mode,
+            http_threads=threads,
+            blocking_warn_ms=_positive(config, "ASYNCWS_BLOCKING_WARN_MS", float, "a positive number of milliseconds"),
+        )
 
 
-def _positive_int(config: t.Mapping[str, t.Any], key: str) -> int | None:
+N = t.TypeVar("N", int, float)
+
+
+def _positive(config: t.Mapping[str, t.Any], key: str, kind: type[N], what: str) -> N | None:
     value = config.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{key} must be a positive number of bytes or None, not {value!r}.")
-    return value
+    allowed = (int, float) if kind is float else (int,)
+    if isinstance(value, bool) or not isinstance(value, allowed) or value <= 0:
+        raise ValueError(f"{key} must be {what} or None, not {value!r}.")
+    return kind(value)
 
 
 class AsyncWS:
@@ -89,6 +121,7 @@ class AsyncWS:
 
         app.asgi_app = ASGIApp(app, current_settings)  # type: ignore[attr-defined]
         app.extensions["asyncws"] = self
+        testing.install(app)
 
 
 def _before_serving(app: Flask, func: F) -> F:

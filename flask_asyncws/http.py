@@ -15,6 +15,7 @@ if t.TYPE_CHECKING:
     import flask
 
     from .asgi import ASGIReceive, ASGISend, Scope
+    from .extension import Settings
 
 
 def build_environ(scope: Scope, body: t.IO[bytes] | None = None) -> dict[str, t.Any]:
@@ -70,8 +71,9 @@ def build_environ(scope: Scope, body: t.IO[bytes] | None = None) -> dict[str, t.
 class HTTPBridge:
     """Runs the Flask app for http scopes."""
 
-    def __init__(self, app: flask.Flask) -> None:
+    def __init__(self, app: flask.Flask, settings: t.Callable[[], Settings]) -> None:
         self.app = app
+        self._settings = settings
 
     async def __call__(self, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
         chunks = []
