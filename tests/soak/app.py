@@ -1,0 +1,182 @@
+"""The app the hardening tests and soak scripts serve.
+
+It has sync and async echo routes, a route that checks every message is seen
+with its own ``g``, ``session``, ``websocket`` and ``request``, and an async
+``/_debug/counts`` route that reports what is alive in the server process, so
+a test can check nothing is left behind after the connections are gone.
+
+Serve it with ``hypercorn soak.app:asgi`` (``tests`` on the path). Set
+``SOAK_TEARDOWN_LOG`` to a file name to have every teardown append a line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import gc
+import os
+import threading
+import time
+import typing as t
+
+import greenlet
+from flask import Flask, g, request, session
+from flask.ctx import RequestContext
+
+from flask_asyncws import AsyncWS, Websocket, run_sync, websocket
+from flask_asyncws.asgi import Connection
+from flask_asyncws.context import WebsocketContext
+
+app = Flask(__name__)
+app.secret_key = "soak-only"
+asyncws = AsyncWS(app)
+asgi = app.asgi_app
+
+#: Teardown calls per connection tag (the ``n`` query argument).
+teardowns: collections.Counter[str] = collections.Counter()
+#: Messages whose contexts were not the connection's own.
+mismatches: list[str] = []
+_teardown_log = os.environ.get("SOAK_TEARDOWN_LOG")
+
+
+@app.teardown_websocket
+def count_teardown(error: BaseException | None) -> None:
+    tag = request.args.get("n")
+    if tag is None:
+        return
+    teardowns[tag] += 1
+    if _teardown_log:
+        with open(_teardown_log, "a") as f:
+            f.write(f"{tag}\n")
+
+
+@app.websocket("/echo")
+def echo() -> None:
+    while True:
+        websocket.send(websocket.receive())
+
+
+@app.websocket("/aecho")
+async def aecho() -> None:
+    while True:
+        await websocket.send(await websocket.receive())
+
+
+@app.websocket("/json")
+def json_echo() -> None:
+    """Echo JSON; invalid JSON is caught and reported, not fatal."""
+    while True:
+        try:
+            value = websocket.receive_json()
+        except ValueError as exc:
+            websocket.send_json({"error": type(exc).__name__})
+        else:
+            websocket.send_json({"value": value})
+
+
+@app.websocket("/json-uncaught")
+def json_uncaught() -> None:
+    while True:
+        websocket.send_json(websocket.receive_json())
+
+
+@app.websocket("/flood")
+async def flood() -> None:
+    """Send 64 KiB messages forever, to a client that may not read."""
+    chunk = b"x" * 65536
+    await websocket.accept()
+    while True:
+        await websocket.send(chunk)
+
+
+@app.websocket("/block")
+def block() -> None:
+    """A sync handler that wrongly blocks the loop on every message."""
+    while True:
+        seconds = float(websocket.receive())
+        time.sleep(seconds)
+        websocket.send("slept")
+
+
+@app.websocket("/cured")
+def cured() -> None:
+    """The same handler, blocking in a thread through run_sync()."""
+    while True:
+        seconds = float(websocket.receive())
+        run_sync(time.sleep, seconds)
+        websocket.send("slept")
+
+
+def _check(tag: str, message: str) -> None:
+    """Record a mismatch unless every context belongs to connection ``tag``."""
+    seen = (g.get("tag"), session.get("tag"), websocket.args.get("n"), request.args.get("n"), message.split(":")[0])
+    if any(value != tag for value in seen):
+        mismatches.append(f"{tag}: {seen}")
+
+
+@app.websocket("/isolation")
+def isolation() -> None:
+    tag = request.args["n"]
+    g.tag = tag
+    session["tag"] = tag
+    while True:
+        message = websocket.receive()
+        _check(tag, message)
+        websocket.send(message)
+
+
+@app.websocket("/aisolation")
+async def aisolation() -> None:
+    tag = request.args["n"]
+    g.tag = tag
+    session["tag"] = tag
+    while True:
+        message = await websocket.receive()
+        await asyncio.sleep(0)
+        _check(tag, message)
+        await websocket.send(message)
+
+
+def rss_kib() -> int:
+    """This process's resident set size, from ``/proc`` (Linux)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return -1
+
+
+def counts() -> dict[str, t.Any]:
+    """What is alive in this process, after a full collection."""
+    gc.collect()
+    kinds = {
+        "greenlets": greenlet.greenlet,
+        "connections": Connection,
+        "websockets": Websocket,
+        "websocket_contexts": WebsocketContext,
+        "request_contexts": RequestContext,
+    }
+    found = dict.fromkeys(kinds, 0)
+    for obj in gc.get_objects():
+        for name, kind in kinds.items():
+            if isinstance(obj, kind):
+                found[name] += 1
+    return {
+        **found,
+        "threads": threading.active_count(),
+        "tasks": len(asyncio.all_tasks()),
+        "open_connections": len(asgi.connections),
+        "rss_kib": rss_kib(),
+        "teardowns": sum(teardowns.values()),
+        "teardown_tags": len(teardowns),
+        "teardown_repeats": sorted(tag for tag, n in teardowns.items() if n != 1)[:20],
+        "mismatches": len(mismatches),
+        "mismatch_examples": mismatches[:5],
+    }
+
+
+@app.websocket("/_debug/counts")
+async def debug_counts() -> None:
+    """Report :func:`counts` (run on the loop, so tasks can be listed)."""
+    await websocket.send_json(counts())
+    await websocket.close()
