@@ -1,0 +1,249 @@
+"""Unit tests: origin policy, settings, the ASGI protocol with scopes real servers send."""
+
+from __future__ import annotations
+
+import asyncio
+import typing as t
+
+import pytest
+from flask import Flask
+
+from flask_asyncws import AsyncWS, await_, run_sync, websocket
+from flask_asyncws.origin import OriginPolicy, normalize_origin
+
+
+@pytest.mark.parametrize(
+    ("origin", "host", "allowed"),
+    [
+        (None, "example.com", True),  # non-browser client
+        ("https://example.com", "example.com", True),  # TLS terminated by a proxy
+        ("http://example.com", "example.com", True),
+        ("https://example.com", "example.com:443", True),
+        ("http://example.com:80", "example.com", True),
+        ("http://example.com:8000", "example.com:8000", True),
+        ("HTTP://EXAMPLE.COM:8000", "Example.com:8000", True),
+        ("http://example.com:8001", "example.com:8000", False),
+        ("https://example.com:8443", "example.com", False),
+        ("http://evil.com", "example.com", False),
+        ("http://example.com.evil.com", "example.com", False),
+        ("http://[::1]:8000", "[::1]:8000", True),
+        ("http://[::1]:8001", "[::1]:8000", False),
+        ("null", "example.com", False),
+        ("not an origin", "example.com", False),
+        ("http://example.com", None, False),
+        ("http://example.com", "example.com:notaport", False),
+    ],
+)
+def test_same_origin(origin: str | None, host: str | None, allowed: bool) -> None:
+    assert OriginPolicy(None).permits(origin, host) is allowed
+
+
+def test_allowed_origins() -> None:
+    policy = OriginPolicy(["https://app.example:443", "http://localhost:3000", "null"])
+    assert policy.permits("https://app.example", "api.example")
+    assert policy.permits("http://localhost:3000", "api.example")
+    assert policy.permits("null", "api.example")
+    assert not policy.permits("http://localhost:3001", "api.example")
+    assert OriginPolicy(["*"]).permits("http://anything", "api.example")
+    assert normalize_origin("https://[::1]:443") == "https://[::1]"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("ASYNCWS_ALLOWED_ORIGINS", ["example.com"], "ASYNCWS_ALLOWED_ORIGINS"),
+        ("ASYNCWS_MAX_MESSAGE_SIZE", -1, "ASYNCWS_MAX_MESSAGE_SIZE"),
+        ("ASYNCWS_MAX_MESSAGE_SIZE", "1MB", "ASYNCWS_MAX_MESSAGE_SIZE"),
+        ("ASYNCWS_SYNC_HANDLER_MODE", "fiber", "ASYNCWS_SYNC_HANDLER_MODE"),
+        ("ASYNCWS_HTTP_THREADS", 0, "ASYNCWS_HTTP_THREADS"),
+        ("ASYNCWS_PING_INTERVAL", True, "ASYNCWS_PING_INTERVAL"),
+    ],
+)
+def test_invalid_settings_fail_at_init_app(key: str, value: t.Any, message: str) -> None:
+    app = Flask(__name__)
+    app.config[key] = value
+    with pytest.raises(ValueError, match=message):
+        AsyncWS(app)
+
+
+def test_init_app_twice_is_an_error() -> None:
+    app = Flask(__name__)
+    AsyncWS(app)
+    with pytest.raises(RuntimeError, match="already set up"):
+        AsyncWS().init_app(app)
+
+
+def test_asgi_app_is_detected_as_asgi3() -> None:
+    app = Flask(__name__)
+    AsyncWS(app)
+    assert asyncio.iscoroutinefunction(app.asgi_app.__call__)
+
+
+def test_websocket_route_with_methods_is_an_error() -> None:
+    app = Flask(__name__)
+    AsyncWS(app)
+    with pytest.raises(TypeError, match="always use GET"):
+        app.add_websocket("/ws", view_func=lambda: None, methods=["POST"])
+
+
+def test_await_outside_a_handler_explains() -> None:
+    async def nothing() -> None:
+        pass
+
+    coro = nothing()
+    with pytest.raises(RuntimeError, match="outside a flask_asyncws sync handler"):
+        await_(coro)
+    with pytest.raises(RuntimeError, match="needs the event loop"):
+        run_sync(print)
+
+
+def test_proxy_outside_a_websocket_explains() -> None:
+    with pytest.raises(RuntimeError, match="outside of a websocket context"):
+        websocket.path  # noqa: B018
+
+
+# -- the protocol with scopes from servers lacking features --------------------
+
+
+async def drive(app: Flask, scope: dict[str, t.Any], incoming: list[dict[str, t.Any]]) -> list[dict[str, t.Any]]:
+    """Run one websocket connection through ``app.asgi_app``; return what it sent."""
+    queue: asyncio.Queue[dict[str, t.Any]] = asyncio.Queue()
+    for message in incoming:
+        queue.put_nowait(message)
+    sent: list[dict[str, t.Any]] = []
+
+    async def receive() -> dict[str, t.Any]:
+        return await queue.get()
+
+    async def send(message: dict[str, t.Any]) -> None:
+        sent.append(message)
+        if message["type"] in ("websocket.close", "websocket.http.response.body"):
+            queue.put_nowait({"type": "websocket.disconnect", "code": 1000})
+
+    await asyncio.wait_for(app.asgi_app(scope, receive, send), 5)
+    return sent
+
+
+def ws_scope(path: str, **extra: t.Any) -> dict[str, t.Any]:
+    scope = {
+        "type": "websocket",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver")],
+        "scheme": "ws",
+        "http_version": "1.1",
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 80),
+        "subprotocols": [],
+    }
+    scope.update(extra)
+    return scope
+
+
+def test_daphne_like_server_denial_falls_back_to_close_and_drops_accept_headers() -> None:
+    app = Flask(__name__)
+    AsyncWS(app)
+
+    @app.websocket("/deny")
+    def deny() -> t.Any:
+        return "no", 401
+
+    @app.websocket("/accept")
+    def accept() -> None:
+        websocket.accept({"X-Dropped": "1"})
+
+    # Daphne: no "asgi" key (spec 2.0), no extensions.
+    sent = asyncio.run(drive(app, ws_scope("/deny"), [{"type": "websocket.connect"}]))
+    assert sent == [{"type": "websocket.close", "code": 1000}]
+    with pytest.warns(UserWarning, match="accept headers"):
+        sent = asyncio.run(drive(app, ws_scope("/accept"), [{"type": "websocket.connect"}]))
+    assert sent[0] == {"type": "websocket.accept", "subprotocol": None, "headers": []}
+    assert sent[1]["type"] == "websocket.close"
+
+
+def test_denial_is_one_body_message_and_root_path_is_honoured() -> None:
+    app = Flask(__name__)
+    AsyncWS(app)
+
+    @app.websocket("/deny")
+    def deny() -> t.Any:
+        return "refused", 403, {"X-Reason": "r"}
+
+    scope = ws_scope(
+        "/prefix/deny",
+        root_path="/prefix",
+        asgi={"version": "3.0", "spec_version": "2.3"},
+        extensions={"websocket.http.response": {}},
+    )
+    sent = asyncio.run(drive(app, scope, [{"type": "websocket.connect"}]))
+    assert [m["type"] for m in sent] == ["websocket.http.response.start", "websocket.http.response.body"]
+    assert sent[0]["status"] == 403
+    assert (b"x-reason", b"r") in sent[0]["headers"]
+    assert sent[1] == {"type": "websocket.http.response.body", "body": b"refused", "more_body": False}
+
+
+def test_exceptions_propagate_when_testing() -> None:
+    app = Flask(__name__)
+    app.config["TESTING"] = True
+    AsyncWS(app)
+
+    @app.websocket("/boom")
+    def boom() -> None:
+        raise KeyError("boom")
+
+    scope = ws_scope("/boom", extensions={"websocket.http.response": {}})
+    with pytest.raises(KeyError, match="boom"):
+        asyncio.run(drive(app, scope, [{"type": "websocket.connect"}]))
+
+
+def test_client_gone_before_connect_runs_nothing() -> None:
+    app = Flask(__name__)
+    AsyncWS(app)
+    ran: list[bool] = []
+
+    @app.before_websocket
+    def before() -> None:
+        ran.append(True)
+
+    sent = asyncio.run(drive(app, ws_scope("/x"), [{"type": "websocket.disconnect", "code": 1006}]))
+    assert sent == [] and ran == []
+
+
+def test_lifespan_runs_serving_hooks_and_reports_failure() -> None:
+    app = Flask(__name__)
+    AsyncWS(app)
+    events: list[str] = []
+
+    @app.before_serving
+    async def start() -> None:
+        events.append("before")
+
+    @app.after_serving
+    def stop() -> None:
+        events.append("after")
+
+    async def run(messages: list[str]) -> list[dict[str, t.Any]]:
+        incoming = iter({"type": m} for m in messages)
+        sent: list[dict[str, t.Any]] = []
+
+        async def receive() -> dict[str, t.Any]:
+            return next(incoming)
+
+        async def send(message: dict[str, t.Any]) -> None:
+            sent.append(message)
+
+        await app.asgi_app({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send)
+        return sent
+
+    sent = asyncio.run(run(["lifespan.startup", "lifespan.shutdown"]))
+    assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert events == ["before", "after"]
+
+    @app.before_serving
+    def broken() -> None:
+        raise RuntimeError("database unreachable")
+
+    sent = asyncio.run(run(["lifespan.startup"]))
+    assert sent == [{"type": "lifespan.startup.failed", "message": "RuntimeError: database unreachable"}]
