@@ -238,6 +238,8 @@ class Connection:
         return handler(**request.view_args)  # type: ignore[arg-type]
 
     def _finish(self, rv: t.Any) -> None:
+        if self.websocket._misuse is not None:
+            self.websocket._raise_misuse()  # a dropped, unawaited call: not a clean end
         response = None if rv is None else self.app.make_response(rv)
         response = self._after(response)
         ws = self.websocket

@@ -624,10 +624,16 @@ def test_unawaited_call_in_async_handler_fails_loudly(serve: t.Any, caplog: pyte
         websocket.send("lost?")  # missing await
         await websocket.send("second")
 
+    @app.websocket("/last")
+    async def last() -> None:
+        await websocket.send("first")
+        websocket.send("lost?")  # missing await, and nothing after it
+
     srv = serve(app)
-    with caplog.at_level(logging.ERROR), connect(srv.ws_url + "/ws") as ws:
-        assert ws.recv(timeout=5) == "first"
-        assert closed(ws).code == 1011
+    for path in ("/ws", "/last"):
+        with caplog.at_level(logging.ERROR), connect(srv.ws_url + path) as ws:
+            assert ws.recv(timeout=5) == "first"
+            assert closed(ws).code == 1011
     messages = " ".join(r.getMessage() for r in caplog.records)
     assert "websocket.send() was called without 'await'" in messages
 
