@@ -10,15 +10,17 @@ handler, after hooks, the response (denial or close), teardown, contexts popped.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import sys
+import threading
 import typing as t
 
 from flask import Flask, Response, got_request_exception, session
 from werkzeug.exceptions import InternalServerError
 
-from .bridge import await_, greenlet_spawn
+from .bridge import Portal, await_, bind_thread_to_loop, greenlet_spawn
 from .context import WebsocketContext
 from .http import HTTPBridge, build_environ
 from .routing import handler_of, hooks
@@ -235,7 +237,49 @@ class Connection:
         handler = handler_of(view) or view
         if inspect.iscoroutinefunction(handler):
             return await_(handler(**request.view_args))  # type: ignore[arg-type]
+        if self.settings.sync_handler_mode == "thread":
+            return await_(self._in_thread(handler, request.view_args or {}))
         return handler(**request.view_args)  # type: ignore[arg-type]
+
+    async def _in_thread(self, handler: t.Callable[..., t.Any], kwargs: dict[str, t.Any]) -> t.Any:
+        """Run a sync handler in a thread of its own (``ASYNCWS_SYNC_HANDLER_MODE = "thread"``).
+
+        For handlers that block in ways ``run_sync`` cannot wrap. Websocket calls
+        from the thread are carried to the loop; when the client leaves, the
+        thread's current websocket call raises :class:`WebsocketDisconnect`.
+        """
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[t.Any] = loop.create_future()
+        context = contextvars.copy_context()
+        portal = Portal(self.websocket)
+
+        def settle(ok: bool, value: t.Any) -> None:
+            if not done.done():
+                done.set_result(value) if ok else done.set_exception(value)
+
+        def target() -> None:
+            bind_thread_to_loop(loop, portal)
+            try:
+                outcome = (True, context.run(handler, **kwargs))
+            except BaseException as exc:
+                outcome = (False, exc)
+            finally:
+                bind_thread_to_loop(None)
+            loop.call_soon_threadsafe(settle, *outcome)
+
+        threading.Thread(target=target, name=f"flask_asyncws {self.websocket.path}", daemon=True).start()
+        try:
+            return await asyncio.shield(done)
+        except asyncio.CancelledError:
+            portal.interrupt(self.websocket.disconnect or WebsocketDisconnect(1001, "server shutting down"))
+            while not done.done():  # never leave the thread running on popped contexts
+                try:
+                    await asyncio.shield(done)
+                except asyncio.CancelledError:
+                    continue
+                except BaseException:
+                    break
+            raise
 
     def _finish(self, rv: t.Any) -> None:
         if self.websocket._misuse is not None:

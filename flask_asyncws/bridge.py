@@ -13,6 +13,7 @@ contexts pushed by the task are visible in the sync code and vice versa.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import threading
 import time
@@ -95,7 +96,10 @@ def await_(awaitable: t.Awaitable[T]) -> T:
         return t.cast(T, current.parent.switch(awaitable))
     loop: asyncio.AbstractEventLoop | None = getattr(_thread_state, "loop", None)
     if loop is not None:
-        return asyncio.run_coroutine_threadsafe(_as_coroutine(awaitable), loop).result()
+        portal: Portal | None = getattr(_thread_state, "portal", None)
+        if portal is None:
+            return asyncio.run_coroutine_threadsafe(_as_coroutine(awaitable), loop).result()
+        return portal.wait(asyncio.run_coroutine_threadsafe(_as_coroutine(awaitable), loop))
     _discard(awaitable)
     raise RuntimeError(
         "await_() was called outside a flask_asyncws sync handler or worker thread."
@@ -114,9 +118,54 @@ def _discard(awaitable: t.Awaitable[t.Any]) -> None:
         close()
 
 
-def bind_thread_to_loop(loop: asyncio.AbstractEventLoop | None) -> None:
+def bind_thread_to_loop(loop: asyncio.AbstractEventLoop | None, portal: Portal | None = None) -> None:
     """Make :func:`await_` in this thread run awaitables on ``loop``."""
     _thread_state.loop = loop
+    _thread_state.portal = portal
+
+
+def current_portal() -> Portal | None:
+    """The portal of the handler thread the caller runs in, if any."""
+    return getattr(_thread_state, "portal", None)
+
+
+class Portal:
+    """A handler thread's way to the loop, which the loop can interrupt.
+
+    While the thread waits on the loop, :meth:`interrupt` cancels that wait and
+    the thread gets the given exception instead; between waits, it gets it at
+    the next one.
+    """
+
+    __slots__ = ("owner", "_lock", "_pending", "_interrupt")
+
+    def __init__(self, owner: object) -> None:
+        self.owner = owner
+        self._lock = threading.Lock()
+        self._pending: concurrent.futures.Future[t.Any] | None = None
+        self._interrupt: BaseException | None = None
+
+    def wait(self, future: concurrent.futures.Future[T]) -> T:
+        with self._lock:
+            if self._interrupt is not None:
+                future.cancel()
+                raise self._interrupt
+            self._pending = future
+        try:
+            return future.result()
+        except concurrent.futures.CancelledError:
+            if self._interrupt is not None:
+                raise self._interrupt from None
+            raise
+        finally:
+            self._pending = None
+
+    def interrupt(self, exc: BaseException) -> None:
+        with self._lock:
+            self._interrupt = exc
+            pending = self._pending
+        if pending is not None:
+            pending.cancel()
 
 
 def run_sync(fn: t.Callable[..., T], *args: t.Any, **kwargs: t.Any) -> t.Any:

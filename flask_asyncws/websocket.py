@@ -23,8 +23,9 @@ from flask import Request
 from werkzeug.datastructures import Headers
 from werkzeug.sansio.utils import get_current_url
 
-from .bridge import _BridgeGreenlet
 from greenlet import getcurrent
+
+from .bridge import _BridgeGreenlet, await_, current_portal
 
 if t.TYPE_CHECKING:
     from werkzeug.datastructures import Authorization, ImmutableMultiDict, MultiDict
@@ -284,6 +285,9 @@ class Websocket:
         if isinstance(current, _BridgeGreenlet):
             return current.parent.switch(factory(*args))
         if threading.get_ident() != self._thread:
+            portal = current_portal()
+            if portal is not None and portal.owner is self:
+                return await_(factory(*args))  # a sync handler in thread mode
             raise RuntimeError(
                 f"websocket.{name}() was called from another thread. Call it from the"
                 " handler; a blocking function run through run_sync() should return"

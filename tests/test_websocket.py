@@ -687,3 +687,73 @@ def test_run_sync_keeps_the_loop_free(serve: t.Any) -> None:
             assert fast.recv(timeout=5) == "while blocked"
         release.set()
         assert slow.recv(timeout=5) == "test_websocket"
+
+
+# -- thread mode ---------------------------------------------------------------------
+
+
+def test_thread_mode_runs_sync_handlers_in_their_own_thread(serve: t.Any) -> None:
+    app = Flask(__name__)
+    app.config["ASYNCWS_SYNC_HANDLER_MODE"] = "thread"
+    AsyncWS(app)
+    torn_down = threading.Event()
+    seen: list[t.Any] = []
+
+    @app.teardown_websocket
+    def teardown(exc: BaseException | None) -> None:
+        seen.append(exc)
+        torn_down.set()
+
+    @app.websocket("/echo")
+    def echo() -> None:
+        import time
+
+        websocket.send(threading.current_thread().name)
+        while True:
+            message = websocket.receive()
+            time.sleep(0.01)  # blocks this thread only
+            websocket.send(f"{g.get('x', 'g ok')}:{message}")
+
+    @app.websocket("/async")
+    async def still_async() -> None:
+        await websocket.send(threading.current_thread().name)
+
+    srv = serve(app)
+    with connect(srv.ws_url + "/echo") as ws, connect(srv.ws_url + "/echo") as other:
+        assert ws.recv(timeout=5) == "flask_asyncws /echo"
+        assert other.recv(timeout=5) == "flask_asyncws /echo"
+        ws.send("a")
+        other.send("b")
+        assert ws.recv(timeout=5) == "g ok:a"
+        assert other.recv(timeout=5) == "g ok:b"
+    assert torn_down.wait(5)
+    assert isinstance(seen[0], WebsocketDisconnect)
+    with connect(srv.ws_url + "/async") as ws:
+        assert ws.recv(timeout=5) != "flask_asyncws /async"
+
+
+def test_thread_mode_interrupts_a_thread_waiting_elsewhere(serve: t.Any) -> None:
+    app = Flask(__name__)
+    app.config["ASYNCWS_SYNC_HANDLER_MODE"] = "thread"
+    AsyncWS(app)
+    outcome: list[BaseException] = []
+    done = threading.Event()
+
+    @app.websocket("/wait")
+    def wait() -> None:
+        from flask_asyncws import await_
+
+        websocket.send("ready")
+        try:
+            await_(asyncio.sleep(60))
+        except BaseException as exc:
+            outcome.append(exc)
+            raise
+        finally:
+            done.set()
+
+    srv = serve(app)
+    with connect(srv.ws_url + "/wait") as ws:
+        assert ws.recv(timeout=5) == "ready"
+    assert done.wait(5)
+    assert isinstance(outcome[0], WebsocketDisconnect)
