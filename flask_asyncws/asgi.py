@@ -128,7 +128,6 @@ class Connection:
         "request_context",
         "context",
         "task",
-        "_reader",
         "_dispatching",
         "_interrupting",
     )
@@ -143,17 +142,16 @@ class Connection:
         )
         self.context = WebsocketContext(self.websocket, self.request_context)
         self.task = asyncio.current_task()
-        self._reader: asyncio.Task[None] | None = None
         self._dispatching = False
         self._interrupting = False
 
     async def serve(self) -> None:
         self.websocket.on_disconnect = self._interrupt
-        self._reader = reader = asyncio.create_task(self.websocket.read_messages())
+        self.websocket.watch()
         try:
             await greenlet_spawn(self.handle, _interrupt=self._take_interrupt)
         finally:
-            reader.cancel()
+            self.websocket.stop_watching()
             if self._interrupting:
                 self._take_interrupt()
         task = self.task
@@ -344,8 +342,9 @@ class Connection:
         await_(deny(self.scope, self.websocket._asgi_send, response))
         # Return once the server has taken the response (it reports the
         # connection gone); uvicorn logs an error if the app returns earlier.
-        if self._reader is not None:
-            await_(asyncio.wait((self._reader,), timeout=SETTLE_TIMEOUT))
+        watcher = self.websocket.watcher
+        if watcher is not None:
+            await_(asyncio.wait((watcher,), timeout=SETTLE_TIMEOUT))
 
     def _save_session(self, response: Response) -> None:
         interface = self.app.session_interface

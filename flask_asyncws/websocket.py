@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import logging
 import threading
 import typing as t
@@ -40,6 +41,10 @@ T = t.TypeVar("T")
 #: Incoming messages held for a handler that is not reading; past this the
 #: connection stops reading, so the server's own buffer applies backpressure.
 INBOX_LIMIT = 32
+
+#: Watcher tasks start from an empty context: they must not keep the
+#: connection's Flask contexts alive.
+_QUIET = contextvars.Context()
 
 _SENDABLE_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})
 
@@ -121,6 +126,10 @@ class Websocket:
         "_disconnect",
         "_misuse",
         "_max_size",
+        "_watcher",
+        "_watch_pending",
+        "_reading",
+        "_stopped",
         "on_disconnect",
         "__weakref__",
     )
@@ -148,6 +157,10 @@ class Websocket:
         self._disconnect: tuple[int, str] | None = None
         self._misuse: str | None = None
         self._max_size = max_message_size
+        self._watcher: asyncio.Task[None] | None = None
+        self._watch_pending = False
+        self._reading = False
+        self._stopped = False
         #: Called when the client goes away while no receive() is waiting.
         self.on_disconnect: t.Callable[[], None] | None = None
 
@@ -353,13 +366,25 @@ class Websocket:
             raise WebsocketDisconnect(*self._disconnect)
         if self._closed is not None:
             raise WebsocketDisconnect(*self._closed)
-        if self._waiter is not None:
+        if self._waiter is not None or self._reading:
             raise RuntimeError("websocket.receive() is already waiting in another task; receive from one task only.")
-        self._waiter = waiter = self._loop.create_future()
+        if self._watcher is not None:
+            # The watcher is reading for us: it hands the next message over.
+            self._waiter = waiter = self._loop.create_future()
+            try:
+                return await waiter
+            finally:
+                self._waiter = None
+        # Nobody is reading: read from the server directly, no hand-off.
+        self._reading = True
         try:
-            return await waiter
+            while True:
+                data = await self._read_one(self._asgi_receive, notify=False)
+                if data is not None:
+                    return data
         finally:
-            self._waiter = None
+            self._reading = False
+            self._watch_soon()
 
     async def _receive_json(self) -> t.Any:
         return self._decode(await self._receive())
@@ -393,52 +418,98 @@ class Websocket:
             self._disconnected(1006, "")
             raise WebsocketDisconnect(1006) from exc
 
-    # -- the reading side, run by the connection ----------------------
+    # -- the reading side -------------------------------------------------
+    #
+    # One coroutine at a time reads from the server. While the handler waits in
+    # receive() it reads directly. Whenever the handler is busy elsewhere for a
+    # turn of the loop, a watcher task reads instead, so a client that leaves is
+    # noticed at once (and the handler interrupted); the watcher keeps messages
+    # for the handler and hands the read back when the handler next receives.
 
-    async def read_messages(self) -> None:
-        """Move client messages into the inbox until the client leaves."""
+    def watch(self) -> None:
+        """Start noticing the client's messages and departure."""
+        if self._watcher is None and not self._reading and self._disconnect is None and not self._stopped:
+            self._watcher = self._loop.create_task(self._watch())
+
+    def stop_watching(self) -> None:
+        """The connection is over: stop reading from the server."""
+        self._stopped = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+
+    @property
+    def watcher(self) -> asyncio.Task[None] | None:
+        return self._watcher
+
+    def _watch_soon(self) -> None:
+        if not self._watch_pending and self._disconnect is None and not self._stopped:
+            self._watch_pending = True
+            self._loop.call_soon(self._watch_if_busy, context=_QUIET)
+
+    def _watch_if_busy(self) -> None:
+        self._watch_pending = False
+        self.watch()
+
+    async def _watch(self) -> None:
         receive = self._asgi_receive
-        inbox = self._inbox
-        limit = self._max_size
-        while True:
-            message = await receive()
-            kind = message["type"]
-            if kind == "websocket.receive":
-                data = message.get("text")
+        try:
+            while True:
+                data = await self._read_one(receive, notify=True)
                 if data is None:
-                    data = message.get("bytes") or b""
-                if limit is not None and len(data) > limit:
-                    await self._refuse_oversized(len(data))
-                    return
+                    if self._disconnect is not None:
+                        return
+                    continue
                 waiter = self._waiter
                 if waiter is not None and not waiter.done():
                     waiter.set_result(data)
-                    continue
-                inbox.append(data)
-                if len(inbox) >= INBOX_LIMIT:
+                    return  # the handler is receiving again: it reads from here on
+                self._inbox.append(data)
+                if len(self._inbox) >= INBOX_LIMIT:
                     self._space = self._loop.create_future()
                     await self._space
                     self._space = None
-            elif kind == "websocket.disconnect":
-                self._disconnected(message.get("code", 1005), message.get("reason") or "")
-                return
+        finally:
+            self._watcher = None
 
-    async def _refuse_oversized(self, size: int) -> None:
+    async def _read_one(self, receive: ASGIReceive, *, notify: bool) -> str | bytes | None:
+        """The next message's data, or None for anything else (a departure is recorded)."""
+        message = await receive()
+        kind = message["type"]
+        if kind == "websocket.receive":
+            data: str | bytes | None = message.get("text")
+            if data is None:
+                data = message.get("bytes") or b""
+            if self._max_size is not None and len(data) > self._max_size:
+                await self._refuse_oversized(len(data), notify=notify)
+                if not notify:
+                    raise WebsocketDisconnect(*self._disconnect)  # type: ignore[misc]
+                return None
+            return data
+        if kind == "websocket.disconnect":
+            self._disconnected(message.get("code", 1005), message.get("reason") or "", notify=notify)
+            if not notify:
+                raise WebsocketDisconnect(*self._disconnect)  # type: ignore[misc]
+        return None
+
+    async def _refuse_oversized(self, size: int, *, notify: bool) -> None:
         reason = "message too big"
         logger.info("Closing %s: incoming message of %d bytes over ASYNCWS_MAX_MESSAGE_SIZE", self.path, size)
         if self._closed is None and self._accepted:
             self._closed = (1009, reason)
             await self._send_to_server({"type": "websocket.close", "code": 1009, "reason": reason})
-        self._disconnected(1009, reason)
+        self._disconnected(1009, reason, notify=notify)
 
-    def _disconnected(self, code: int, reason: str) -> None:
+    def _disconnected(self, code: int, reason: str, *, notify: bool = True) -> None:
         if self._disconnect is not None:
             return
         self._disconnect = (code, reason)
         waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(WebsocketDisconnect(code, reason))
-        elif self.on_disconnect is not None:
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_exception(WebsocketDisconnect(code, reason))
+            # A waiter already done has a message to process first; the next
+            # receive() raises.
+        elif notify and self.on_disconnect is not None:
             self.on_disconnect()
 
     @property
