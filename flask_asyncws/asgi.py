@@ -184,11 +184,24 @@ class Connection:
             self._run()
         except WebsocketDisconnect as exc:
             error = exc
+        except asyncio.CancelledError as exc:
+            error = exc
+            self._going_away()
+            raise
         except BaseException as exc:
             error = exc
             raise
         finally:
             self._teardown(error)
+
+    def _going_away(self) -> None:
+        """The server is cancelling us (shutdown): tell the client, not just drop it."""
+        ws = self.websocket
+        if ws.accepted and not ws.closed:
+            try:
+                await_(ws._close(1001, "server shutting down"))
+            except Exception:
+                pass
 
     def _run(self) -> None:
         app = self.app

@@ -757,3 +757,45 @@ def test_thread_mode_interrupts_a_thread_waiting_elsewhere(serve: t.Any) -> None
         assert ws.recv(timeout=5) == "ready"
     assert done.wait(5)
     assert isinstance(outcome[0], WebsocketDisconnect)
+
+
+# -- server shutdown -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("server", ["hypercorn", "uvicorn"])
+def test_server_shutdown_closes_sockets_and_runs_teardown(server: str) -> None:
+    from servers import LiveServer
+
+    app = make_app()
+    seen: list[BaseException | None] = []
+    popped = threading.Event()
+
+    @app.teardown_websocket
+    def teardown(exc: BaseException | None) -> None:
+        seen.append(exc)
+
+    @app.teardown_appcontext
+    def appcontext_gone(exc: BaseException | None) -> None:
+        if len(seen) == 2:
+            popped.set()
+
+    @app.websocket("/sync")
+    def sync_handler() -> None:
+        websocket.send("ready")
+        websocket.receive()
+
+    @app.websocket("/async")
+    async def async_handler() -> None:
+        await websocket.send("ready")
+        await asyncio.sleep(60)
+
+    srv = LiveServer(app.asgi_app, server).start()
+    with connect(srv.ws_url + "/sync") as first, connect(srv.ws_url + "/async") as second:
+        assert first.recv(timeout=5) == second.recv(timeout=5) == "ready"
+        stopping = threading.Thread(target=srv.stop)
+        stopping.start()
+        codes = {closed(first).code, closed(second).code}
+        stopping.join(10)
+    assert codes == ({1001} if server == "hypercorn" else {1012})
+    assert popped.wait(5)
+    assert len(seen) == 2
