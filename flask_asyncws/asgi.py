@@ -29,8 +29,8 @@ from .websocket import Websocket, WebsocketDisconnect
 if t.TYPE_CHECKING:
     from .extension import Settings
 
-Scope = t.Dict[str, t.Any]
-Message = t.Dict[str, t.Any]
+Scope = dict[str, t.Any]
+Message = dict[str, t.Any]
 ASGIReceive = t.Callable[[], t.Awaitable[Message]]
 ASGISend = t.Callable[[Message], t.Awaitable[None]]
 
@@ -121,15 +121,15 @@ class Connection:
     """One websocket connection, from the handshake to the last teardown."""
 
     __slots__ = (
-        "app",
-        "scope",
-        "settings",
-        "websocket",
-        "request_context",
-        "context",
-        "task",
         "_dispatching",
         "_interrupting",
+        "app",
+        "context",
+        "request_context",
+        "scope",
+        "settings",
+        "task",
+        "websocket",
     )
 
     def __init__(self, app: Flask, scope: Scope, receive: ASGIReceive, send: ASGISend, settings: Settings) -> None:
@@ -333,7 +333,7 @@ class Connection:
         if propagate is None:
             propagate = app.testing or app.debug
         if not propagate:
-            app.log_exception(sys.exc_info())  # type: ignore[arg-type]
+            app.log_exception(sys.exc_info())
         server_error = InternalServerError(original_exception=exc)
         if ws.closed:
             pass

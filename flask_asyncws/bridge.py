@@ -137,7 +137,7 @@ class Portal:
     the next one.
     """
 
-    __slots__ = ("owner", "_lock", "_pending", "_interrupt")
+    __slots__ = ("_interrupt", "_lock", "_pending", "owner")
 
     def __init__(self, owner: object) -> None:
         self.owner = owner

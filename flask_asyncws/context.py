@@ -27,7 +27,7 @@ _cv_websocket: contextvars.ContextVar[WebsocketContext] = contextvars.ContextVar
 class WebsocketContext:
     """Binds a :class:`Websocket` and its request context to the current task."""
 
-    __slots__ = ("websocket", "request_context", "after_websocket_functions", "_tokens")
+    __slots__ = ("_tokens", "after_websocket_functions", "request_context", "websocket")
 
     def __init__(self, websocket: Websocket, request_context: RequestContext) -> None:
         self.websocket = websocket
@@ -49,13 +49,15 @@ class WebsocketContext:
         self.push()
         return self
 
-    def __exit__(self, *exc_info: t.Any) -> None:
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
         self.pop()
-        self.request_context.pop(exc_info[1])
+        self.request_context.pop(exc)
 
 
 websocket: Websocket = LocalProxy(  # type: ignore[assignment]
-    _cv_websocket, "websocket", unbound_message="Working outside of a websocket context: this code runs outside a websocket handler."
+    _cv_websocket,
+    "websocket",
+    unbound_message="Working outside of a websocket context: this code runs outside a websocket handler.",
 )
 
 
@@ -73,8 +75,7 @@ def copy_current_websocket_context(func: F) -> F:
     ctx = _cv_websocket.get(None)
     if ctx is None:
         raise RuntimeError(
-            "copy_current_websocket_context() needs a websocket context: use it"
-            " inside a websocket handler or hook."
+            "copy_current_websocket_context() needs a websocket context: use it inside a websocket handler or hook."
         )
     copy = ctx.copy()
 

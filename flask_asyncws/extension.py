@@ -111,7 +111,7 @@ class AsyncWS:
         app.before_serving = types.MethodType(_before_serving, app)  # type: ignore[attr-defined]
         app.after_serving = types.MethodType(_after_serving, app)  # type: ignore[attr-defined]
 
-        app.async_to_sync = make_async_to_sync(app.async_to_sync)  # type: ignore[method-assign]
+        app.async_to_sync = make_async_to_sync(app.async_to_sync)  # type: ignore[method-assign, assignment, arg-type]
         settings: list[Settings] = []
 
         def current_settings() -> Settings:

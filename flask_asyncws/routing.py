@@ -17,9 +17,10 @@ from collections import defaultdict
 
 import flask
 from flask import abort
+from flask.sansio.app import App
 from flask.sansio.scaffold import Scaffold
 
-HookDict = t.Dict[t.Optional[str], t.List[t.Callable[..., t.Any]]]
+HookDict = dict[str | None, list[t.Callable[..., t.Any]]]
 F = t.TypeVar("F", bound=t.Callable[..., t.Any])
 
 HOOK_KINDS = ("before", "after", "teardown")
@@ -27,7 +28,7 @@ HOOK_KINDS = ("before", "after", "teardown")
 _views: weakref.WeakKeyDictionary[t.Callable[..., t.Any], t.Callable[..., t.Any]] = weakref.WeakKeyDictionary()
 
 
-def hooks(app: flask.Flask, kind: str) -> HookDict:
+def hooks(app: App, kind: str) -> HookDict:
     """The app's ``{kind}_websocket_funcs`` registry, created on first use."""
     attr = f"{kind}_websocket_funcs"
     registry: HookDict | None = app.__dict__.get(attr)
@@ -170,7 +171,7 @@ class Blueprint(flask.Blueprint):
         self.record_once(lambda state: hooks(state.app, "teardown")[None].append(func))
         return func
 
-    def register(self, app: flask.Flask, options: dict[str, t.Any]) -> None:
+    def register(self, app: App, options: dict[str, t.Any]) -> None:
         super().register(app, options)
         name = f"{options.get('name_prefix', '')}.{options.get('name', self.name)}".lstrip(".")
         for kind in HOOK_KINDS:

@@ -21,10 +21,9 @@ import typing as t
 import warnings
 
 from flask import Request
+from greenlet import getcurrent
 from werkzeug.datastructures import Headers
 from werkzeug.sansio.utils import get_current_url
-
-from greenlet import getcurrent
 
 from .bridge import _BridgeGreenlet, await_, current_portal
 
@@ -73,9 +72,11 @@ class _Operation(t.Generic[T]):
     instead of silently not sending.
     """
 
-    __slots__ = ("_ws", "_name", "_factory", "_args", "_awaited")
+    __slots__ = ("_args", "_awaited", "_factory", "_name", "_ws")
 
-    def __init__(self, ws: Websocket, name: str, factory: t.Callable[..., t.Awaitable[T]], args: tuple[t.Any, ...]) -> None:
+    def __init__(
+        self, ws: Websocket, name: str, factory: t.Callable[..., t.Awaitable[T]], args: tuple[t.Any, ...]
+    ) -> None:
         self._ws = ws
         self._name = name
         self._factory = factory
@@ -112,26 +113,26 @@ class Websocket:
     """
 
     __slots__ = (
-        "request",
-        "scope",
+        "__weakref__",
+        "_accepted",
         "_asgi_receive",
         "_asgi_send",
-        "_loop",
-        "_thread",
-        "_inbox",
-        "_waiter",
-        "_space",
-        "_accepted",
         "_closed",
         "_disconnect",
-        "_misuse",
+        "_inbox",
+        "_loop",
         "_max_size",
-        "_watcher",
-        "_watch_pending",
+        "_misuse",
         "_reading",
+        "_space",
         "_stopped",
+        "_thread",
+        "_waiter",
+        "_watch_pending",
+        "_watcher",
         "on_disconnect",
-        "__weakref__",
+        "request",
+        "scope",
     )
 
     def __init__(
@@ -255,13 +256,11 @@ class Websocket:
             data = bytes(data)
         elif not isinstance(data, (str, bytes)):
             raise TypeError(
-                f"websocket.send() takes str or bytes, not {type(data).__name__};"
-                " use send_json() for other objects."
+                f"websocket.send() takes str or bytes, not {type(data).__name__}; use send_json() for other objects."
             )
         if self._max_size is not None and len(data) > self._max_size:
             raise ValueError(
-                f"Outgoing message of {len(data)} bytes exceeds ASYNCWS_MAX_MESSAGE_SIZE"
-                f" ({self._max_size})."
+                f"Outgoing message of {len(data)} bytes exceeds ASYNCWS_MAX_MESSAGE_SIZE ({self._max_size})."
             )
         return self._dispatch("send", self._send, data)
 
@@ -284,7 +283,9 @@ class Websocket:
         Closing again, or after the client left, does nothing.
         """
         if code not in _SENDABLE_CLOSE_CODES and not 3000 <= code <= 4999:
-            raise ValueError(f"{code} is not a close code an endpoint may send; use 1000, 1001, 1008, 1011 or 3000-4999.")
+            raise ValueError(
+                f"{code} is not a close code an endpoint may send; use 1000, 1001, 1008, 1011 or 3000-4999."
+            )
         if len(reason.encode()) > 123:
             raise ValueError("A close reason is at most 123 bytes of UTF-8.")
         return self._dispatch("close", self._close, code, reason)
@@ -346,9 +347,7 @@ class Websocket:
             )
             headers = []
         self._accepted = True
-        await self._send_to_server(
-            {"type": "websocket.accept", "subprotocol": subprotocol, "headers": headers}
-        )
+        await self._send_to_server({"type": "websocket.accept", "subprotocol": subprotocol, "headers": headers})
 
     def _take(self) -> str | bytes:
         data = self._inbox.popleft()
@@ -370,7 +369,8 @@ class Websocket:
             raise RuntimeError("websocket.receive() is already waiting in another task; receive from one task only.")
         if self._watcher is not None:
             # The watcher is reading for us: it hands the next message over.
-            self._waiter = waiter = self._loop.create_future()
+            waiter: asyncio.Future[str | bytes] = self._loop.create_future()
+            self._waiter = waiter
             try:
                 return await waiter
             finally:

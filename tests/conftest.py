@@ -3,7 +3,6 @@ from __future__ import annotations
 import typing as t
 
 import pytest
-
 from servers import SERVERS, LiveServer
 
 

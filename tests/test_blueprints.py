@@ -49,9 +49,8 @@ def test_nested_blueprints_routes_and_hook_order(serve: t.Any) -> None:
     async def handler(name: str) -> None:
         calls.append("handler")
         after_this_websocket(hook("this", "after"))
-        await websocket.send(
-            f"{name}|{websocket.blueprint}|{websocket.endpoint}|{url_for('.handler', name='x')}|{has_websocket_context()}"
-        )
+        parts = [name, websocket.blueprint, websocket.endpoint, url_for(".handler", name="x"), has_websocket_context()]
+        await websocket.send("|".join(map(str, parts)))
 
     parent.register_blueprint(child)
     app.register_blueprint(parent)
