@@ -34,6 +34,7 @@ class LiveServer:
         self._stopping: asyncio.Event | None = None
         self._uvicorn: t.Any = None
         self._error: BaseException | None = None
+        self._stopped = False
         self._thread = threading.Thread(target=self._run, name=f"{server}-{self.port}", daemon=True)
 
     @property
@@ -53,6 +54,9 @@ class LiveServer:
         return self
 
     def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
         if self.loop is not None and self._thread.is_alive():
             if self._uvicorn is not None:
                 self.loop.call_soon_threadsafe(setattr, self._uvicorn, "should_exit", True)
@@ -101,7 +105,7 @@ class LiveServer:
         elif self.server == "uvicorn":
             import uvicorn
 
-            config = uvicorn.Config(self.asgi_app, log_level="warning", lifespan="on", **self.options)
+            config = uvicorn.Config(self.asgi_app, log_config=None, lifespan="on", **self.options)
             self._uvicorn = uvicorn.Server(config)
             self._uvicorn.install_signal_handlers = lambda: None  # type: ignore[method-assign]
             serving = asyncio.ensure_future(self._uvicorn.serve(sockets=[self.sock]))
