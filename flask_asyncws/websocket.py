@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import collections.abc
 import contextvars
 import logging
 import threading
@@ -64,31 +65,49 @@ class WebsocketDisconnect(Exception):
         return f"websocket closed with code {self.code}" + (f": {self.reason}" if self.reason else "")
 
 
-class _Operation(t.Generic[T]):
-    """An awaitable websocket call from async code, checked to be awaited.
+class _Operation(collections.abc.Coroutine[t.Any, t.Any, T]):
+    """A websocket call from async code, checked to be awaited.
 
     A plain call from a coroutine (``websocket.send(x)`` without ``await``)
     drops this object unawaited; the connection then reports the mistake
-    instead of silently not sending.
+    instead of silently not sending. It is a coroutine as far as asyncio is
+    concerned, so ``asyncio.create_task(websocket.receive())`` works too.
     """
 
-    __slots__ = ("_args", "_awaited", "_factory", "_name", "_ws")
+    __slots__ = ("_args", "_coro", "_done", "_factory", "_name", "_ws")
 
     def __init__(
-        self, ws: Websocket, name: str, factory: t.Callable[..., t.Awaitable[T]], args: tuple[t.Any, ...]
+        self, ws: Websocket, name: str, factory: t.Callable[..., t.Coroutine[t.Any, t.Any, T]], args: tuple[t.Any, ...]
     ) -> None:
         self._ws = ws
         self._name = name
         self._factory = factory
         self._args = args
-        self._awaited = False
+        self._coro: t.Coroutine[t.Any, t.Any, T] | None = None
+        self._done = False
 
     def __await__(self) -> t.Generator[t.Any, None, T]:
-        self._awaited = True
-        return self._factory(*self._args).__await__()
+        return self._start().__await__()
+
+    def send(self, value: t.Any) -> t.Any:
+        return self._start().send(value)
+
+    def throw(self, typ: t.Any, val: t.Any = None, tb: t.Any = None) -> t.Any:
+        return self._start().throw(typ, val, tb)
+
+    def close(self) -> None:
+        self._done = True
+        if self._coro is not None:
+            self._coro.close()
+
+    def _start(self) -> t.Coroutine[t.Any, t.Any, T]:
+        if self._coro is None:
+            self._done = True
+            self._coro = self._factory(*self._args)
+        return self._coro
 
     def __del__(self) -> None:
-        if not self._awaited:
+        if not self._done:
             self._ws._report_unawaited(self._name)
 
 

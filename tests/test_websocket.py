@@ -805,3 +805,29 @@ def test_server_shutdown_closes_sockets_and_runs_teardown(server: str) -> None:
     assert codes == ({1001} if server == "hypercorn" else {1012})
     assert popped.wait(5)
     assert len(seen) == 2
+
+
+def test_websocket_calls_work_as_tasks_and_with_wait_for(serve: t.Any) -> None:
+    app = make_app()
+
+    @app.websocket("/ws")
+    async def handler() -> None:
+        receiving = asyncio.create_task(websocket.receive())
+        await websocket.send("ready")
+        first = await receiving
+        try:
+            await asyncio.wait_for(websocket.receive(), 0.05)
+        except asyncio.TimeoutError:
+            await websocket.send(f"{first} then a timeout")
+        second, _ = await asyncio.gather(websocket.receive(), websocket.send("gathered"))
+        await websocket.send(second)
+
+    srv = serve(app)
+    with connect(srv.ws_url + "/ws") as ws:
+        assert ws.recv(timeout=5) == "ready"
+        ws.send("one")
+        assert ws.recv(timeout=5) == "one then a timeout"
+        assert ws.recv(timeout=5) == "gathered"
+        ws.send("two")
+        assert ws.recv(timeout=5) == "two"
+        assert closed(ws).code == 1000
