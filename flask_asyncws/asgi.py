@@ -95,11 +95,12 @@ class ASGIApp:
             elif message["type"] == "lifespan.shutdown":
                 try:
                     await self._serving_hooks("after")
-                    await self.http.aclose()
                 except Exception as exc:
                     logger.exception("An after_serving function failed.")
                     await send({"type": "lifespan.shutdown.failed", "message": f"{type(exc).__name__}: {exc}"})
                     return
+                finally:
+                    await self.http.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -8,7 +8,7 @@ import typing as t
 
 from flask import Flask
 
-from . import routing, testing
+from . import cli, routing, testing
 from .asgi import ASGIApp
 from .bridge import make_async_to_sync
 from .origin import OriginPolicy
@@ -92,6 +92,7 @@ class AsyncWS:
     """
 
     def __init__(self, app: Flask | None = None) -> None:
+        self.app = app
         if app is not None:
             self.init_app(app)
 
@@ -122,6 +123,18 @@ class AsyncWS:
         app.asgi_app = ASGIApp(app, current_settings)  # type: ignore[attr-defined]
         app.extensions["asyncws"] = self
         testing.install(app)
+        app.cli.add_command(cli.asyncws_cli)
+
+    def run(self, host: str = "127.0.0.1", port: int = 5000, debug: bool | None = None, **options: t.Any) -> None:
+        """Serve the app with hypercorn for development (``if __name__ == "__main__":``).
+
+        See :func:`flask_asyncws.cli.run` for the options.
+        """
+        if self.app is None:
+            raise RuntimeError(
+                "AsyncWS() was created without an app; call flask_asyncws.cli.run(app, ...) instead."
+            )
+        cli.run(self.app, host, port, debug, **options)
 
 
 def _before_serving(app: Flask, func: F) -> F:

@@ -1,21 +1,61 @@
 """The HTTP bridge: the app's existing routes served through ASGI.
 
 Builds a WSGI environ from an ASGI scope (also used for the websocket
-handshake's request context) and runs Flask's ``wsgi_app`` for http scopes.
+handshake's request context) and runs Flask's ``wsgi_app`` for http scopes in
+a bounded pool of worker threads, with PEP 3333 semantics.
+
+A request costs one hop from the loop to a worker thread and back when the
+response is a single block (most Flask responses). Everything else crosses
+between the worker and the loop only when it must: the request body is read
+from the server as the view reads it, and a streamed response goes out one
+chunk at a time, each send waiting for the server, so memory stays bounded in
+both directions.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
+import inspect
 import io
+import logging
+import queue
 import sys
+import threading
 import typing as t
+
+from werkzeug.exceptions import ClientDisconnected
+from werkzeug.wsgi import FileWrapper
+
+from .bridge import await_, bind_thread_to_loop, greenlet_spawn
 
 if t.TYPE_CHECKING:
     import flask
 
-    from .asgi import ASGIReceive, ASGISend, Scope
+    from .asgi import ASGIReceive, ASGISend, Message, Scope
     from .extension import Settings
+
+#: Request body bytes read and discarded while the final response message is
+#: being sent. Hypercorn only finishes that send once the app has made room in
+#: its receive queue, so a response sent without reading the body (a 413, an
+#: early error, a redirect) must read on; past this much, the server is left to
+#: close the connection.
+DRAIN_LIMIT = 1 << 20
+
+#: Read size for ``send_file`` responses: Werkzeug's default of 8 KiB would cost
+#: one hop to the loop per 8 KiB.
+FILE_BLOCK_SIZE = 1 << 16
+
+#: How often a worker waiting on the loop checks that the loop still runs.
+_POLL_SECONDS = 1.0
+
+logger = logging.getLogger("flask_asyncws")
+
+T = t.TypeVar("T")
+
+#: WSGI environ keys for header names already seen.
+_HEADER_KEYS: dict[bytes, str] = {}
 
 
 def build_environ(scope: Scope, body: t.IO[bytes] | None = None) -> dict[str, t.Any]:
@@ -49,12 +89,10 @@ def build_environ(scope: Scope, body: t.IO[bytes] | None = None) -> dict[str, t.
         environ["REMOTE_ADDR"] = str(client[0])
         environ["REMOTE_PORT"] = str(client[1])
     for raw_name, raw_value in scope.get("headers", ()):
-        name = raw_name.decode("latin-1").upper().replace("-", "_")
+        key = _HEADER_KEYS.get(raw_name)
+        if key is None:
+            key = _environ_key(raw_name)
         value = raw_value.decode("latin-1")
-        if name == "CONTENT_TYPE" or name == "CONTENT_LENGTH":
-            key = name
-        else:
-            key = f"HTTP_{name}"
         if key in environ:
             separator = "; " if key == "HTTP_COOKIE" else ","
             environ[key] = f"{environ[key]}{separator}{value}"
@@ -68,54 +106,467 @@ def build_environ(scope: Scope, body: t.IO[bytes] | None = None) -> dict[str, t.
     return environ
 
 
+def _environ_key(raw_name: bytes) -> str:
+    name = raw_name.decode("latin-1").upper().replace("-", "_")
+    key = name if name in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{name}"
+    if len(_HEADER_KEYS) < 512:  # bounded: clients choose header names
+        _HEADER_KEYS[raw_name] = key
+    return key
+
+
+def _file_wrapper(file: t.IO[bytes], block_size: int = 8192) -> FileWrapper:
+    return FileWrapper(file, max(block_size, FILE_BLOCK_SIZE))
+
+
+class _Disconnected(Exception):
+    """The client has gone: stop producing the response."""
+
+
+class _Exchange:
+    """One request and its response, shared by the loop and a worker thread.
+
+    The worker runs the WSGI app and calls into the loop (:meth:`call`) only
+    to read more body or to push a response chunk; the loop sends the final
+    message itself once the worker returns.
+    """
+
+    __slots__ = (
+        "scope",
+        "receive",
+        "send",
+        "loop",
+        "body_done",
+        "disconnected",
+        "status",
+        "headers",
+        "remaining",
+        "started",
+        "error",
+        "watcher",
+        "on_loop",
+    )
+
+    def __init__(
+        self, scope: Scope, receive: ASGIReceive, send: ASGISend, loop: asyncio.AbstractEventLoop, first: Message
+    ) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.send = send
+        self.loop = loop
+        self.body_done = not first.get("more_body", False)
+        self.disconnected = False
+        self.status: int | None = None
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.remaining: int | None = None  # bytes the Content-Length still allows
+        self.started = False  # http.response.start sent
+        self.error: BaseException | None = None
+        self.watcher: asyncio.Task[None] | None = None
+        self.on_loop = False  # run in a greenlet on the loop, not in a worker
+
+    # -- in the worker thread (or the greenlet) --
+
+    def run(
+        self, app: t.Callable[..., t.Iterable[bytes]], environ: dict[str, t.Any]
+    ) -> tuple[Message | None, bytes] | None:
+        """Run the WSGI app; return what is left to send, or None if nothing is."""
+        held: list[bytes] = []
+        try:
+            iterable = app(environ, self.start_response)
+            try:
+                if self.status is None:
+                    raise RuntimeError("The WSGI application returned without calling start_response().")
+                no_body = self.scope.get("method") == "HEAD" or self.status in (204, 304) or self.status < 200
+                for chunk in iterable:
+                    if not chunk or no_body:
+                        continue
+                    if self.remaining is not None:
+                        chunk = chunk[: self.remaining]
+                        self.remaining -= len(chunk)
+                        if self.remaining == 0:
+                            # The whole declared body: hold it for the final
+                            # message instead of a hop of its own.
+                            held.append(chunk)
+                            continue
+                    held.append(chunk)
+                    self._push(held)
+                    held = []
+            finally:
+                close = getattr(iterable, "close", None)
+                if close is not None:
+                    close()
+        except _Disconnected:
+            return None
+        except Exception as exc:
+            self.error = exc  # raised on the loop, for the server to log
+            if self.started:
+                return None  # too late for a 500: the server cuts the response short
+            self.status = 500
+            self.headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"21")]
+            held = [b"Internal Server Error"]
+        body = b"".join(held)
+        return (None if self.started else self._start_message()), body
+
+    def start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: t.Any = None
+    ) -> t.Callable[[bytes], None]:
+        if exc_info:
+            try:
+                if self.started:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self.status is not None:
+            raise RuntimeError("start_response() was called twice without exc_info.")
+        self.status = int(status[:3])
+        encoded = []
+        remaining = None
+        for name, value in headers:
+            lowered = name.lower()
+            if lowered == "content-length":
+                remaining = int(value)
+            encoded.append((lowered.encode("latin-1"), value.encode("latin-1")))
+        self.headers = encoded
+        self.remaining = remaining
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        """PEP 3333's ``write()``: the data is sent before this returns."""
+        if self.status is None:
+            raise RuntimeError("write() was called before start_response().")
+        if self.remaining is not None:
+            data = data[: self.remaining]
+            self.remaining -= len(data)
+        self._push([data])
+
+    def _start_message(self) -> Message:
+        return {"type": "http.response.start", "status": self.status, "headers": self.headers}
+
+    def _push(self, chunks: list[bytes]) -> None:
+        start = None if self.started else self._start_message()
+        self.started = True
+        self.call(self._send_chunk(start, b"".join(chunks)))
+
+    def call(self, coro: t.Coroutine[t.Any, t.Any, t.Any]) -> t.Any:
+        """Run ``coro`` on the loop and wait for its result."""
+        if self.on_loop:
+            return await_(coro)
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        while True:
+            try:
+                return future.result(_POLL_SECONDS)
+            except concurrent.futures.TimeoutError:
+                if future.done():
+                    raise
+                if self.loop.is_closed():  # the server stopped under us
+                    future.cancel()
+                    raise _Disconnected from None
+
+    # -- on the loop --
+
+    async def _send_chunk(self, start: Message | None, body: bytes) -> None:
+        if self.disconnected:
+            raise _Disconnected
+        try:
+            if start is not None:
+                await self.send(start)
+            await self.send({"type": "http.response.body", "body": body, "more_body": True})
+        except OSError:  # ASGI 2.4: the client has gone
+            self.disconnected = True
+            raise _Disconnected from None
+        if self.body_done and self.watcher is None:
+            # Servers do not fail sends to a client that left; their
+            # http.disconnect message says so, once the body has been read.
+            self.watcher = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        while (await self.receive())["type"] != "http.disconnect":
+            pass
+        self.disconnected = True
+
+    async def read_body(self) -> bytes:
+        if self.body_done:
+            return b""
+        message = await self.receive()
+        if message["type"] == "http.disconnect":
+            self.disconnected = self.body_done = True
+            raise ClientDisconnected()
+        if not message.get("more_body", False):
+            self.body_done = True
+        return t.cast(bytes, message.get("body", b""))
+
+    async def finish(self, start: Message | None, body: bytes) -> None:
+        """Send the final message after reading what is left of the request body.
+
+        Up to :data:`DRAIN_LIMIT`, the rest is read first, so the connection
+        stays usable. Beyond that, it is read on only while the final message
+        is being sent (hypercorn waits for room in its queue to finish), and
+        the server then closes the connection.
+        """
+        final = {"type": "http.response.body", "body": body, "more_body": False}
+        if not self.body_done and not self.disconnected:
+            await self.drain(DRAIN_LIMIT)
+        drain = None if self.body_done or self.disconnected else asyncio.ensure_future(self.drain(None))
+        try:
+            if start is not None:
+                await self.send(start)
+            await self.send(final)
+        finally:
+            if drain is not None:
+                drain.cancel()
+
+    async def drain(self, limit: int | None) -> None:
+        """Read and discard the rest of the request body, up to ``limit`` bytes."""
+        drained = 0
+        while not self.body_done and (limit is None or drained <= limit):
+            message = await self.receive()
+            if message["type"] != "http.request":
+                self.disconnected = self.body_done = True
+                return
+            drained += len(message.get("body", b""))
+            self.body_done = not message.get("more_body", False)
+
+    def stop(self) -> None:
+        if self.watcher is not None:
+            self.watcher.cancel()
+
+
+class _Input:
+    """``wsgi.input``: the request body, fetched from the server as it is read."""
+
+    def __init__(self, exchange: _Exchange, first: bytes) -> None:
+        self._exchange = exchange
+        self._buffer = bytearray(first)
+
+    def _fetch(self) -> bool:
+        """Append the next body message to the buffer; False at the end."""
+        exchange = self._exchange
+        while not exchange.body_done:
+            data = exchange.call(exchange.read_body())
+            if data:
+                self._buffer += data
+                return True
+        return False
+
+    def read(self, size: int | None = -1) -> bytes:
+        buffer = self._buffer
+        if size is None or size < 0:
+            while self._fetch():
+                pass
+            size = len(buffer)
+        else:
+            while len(buffer) < size and self._fetch():
+                pass
+        data = bytes(buffer[:size])
+        del buffer[:size]
+        return data
+
+    def read1(self, size: int = -1) -> bytes:
+        if not self._buffer:
+            self._fetch()
+        return self.read(len(self._buffer) if size < 0 else min(size, len(self._buffer)))
+
+    def readline(self, size: int | None = -1) -> bytes:
+        buffer = self._buffer
+        limit = sys.maxsize if size is None or size < 0 else size
+        start = 0
+        while True:
+            end = buffer.find(b"\n", start, limit)
+            if end >= 0:
+                return self.read(end + 1)
+            if len(buffer) >= limit:
+                return self.read(limit)
+            start = len(buffer)
+            if not self._fetch():
+                return self.read(len(buffer))
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        lines = []
+        total = 0
+        for line in self:
+            lines.append(line)
+            total += len(line)
+            if 0 < hint <= total:
+                break
+        return lines
+
+    def __iter__(self) -> t.Iterator[bytes]:
+        while line := self.readline():
+            yield line
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+class WorkerPool:
+    """Up to ``size`` worker threads, started as needed, that run calls for the loop.
+
+    Leaner than ``run_in_executor`` with a ``ThreadPoolExecutor``: a call is one
+    queue put to start and one ``call_soon_threadsafe`` to finish, which is a
+    sizeable part of a short request. Each call runs in a copy of the caller's
+    ``contextvars`` context, so nothing it sets outlives it on the thread.
+    """
+
+    #: How long :meth:`aclose` waits for busy workers to finish.
+    SHUTDOWN_TIMEOUT = 5.0
+
+    def __init__(self, size: int, name: str) -> None:
+        self.size = size
+        self.name = name
+        self.threads: list[threading.Thread] = []
+        self._jobs: queue.SimpleQueue[tuple[t.Any, ...] | None] = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)
+        self._lock = threading.Lock()
+
+    def run(self, loop: asyncio.AbstractEventLoop, fn: t.Callable[..., T], *args: t.Any) -> asyncio.Future[T]:
+        """Call ``fn(*args)`` in a worker; the future resolves on ``loop``."""
+        future: asyncio.Future[T] = loop.create_future()
+        if not self._idle.acquire(blocking=False):
+            self._spawn()
+        self._jobs.put((loop, future, contextvars.copy_context(), fn, args))
+        return future
+
+    def _spawn(self) -> None:
+        with self._lock:
+            if len(self.threads) >= self.size:
+                return  # all busy: the job waits for the first one free
+            thread = threading.Thread(target=self._work, name=f"{self.name}-{len(self.threads)}", daemon=True)
+            self.threads.append(thread)
+        thread.start()
+
+    def _work(self) -> None:
+        jobs = self._jobs
+        while (job := jobs.get()) is not None:
+            loop, future, context, fn, args = job
+            try:
+                result = context.run(fn, *args)
+            except BaseException as exc:
+                outcome: tuple[t.Any, ...] = (_fail_future, future, exc)
+            else:
+                outcome = (_resolve_future, future, result)
+            del job, context, args
+            try:
+                loop.call_soon_threadsafe(*outcome)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
+            del outcome
+            self._idle.release()
+
+    async def aclose(self) -> None:
+        """Stop every worker once its current call returns."""
+        for _ in self.threads:
+            self._jobs.put(None)
+
+        def join() -> None:
+            for thread in self.threads:
+                thread.join()
+
+        try:
+            await asyncio.wait_for(asyncio.to_thread(join), self.SHUTDOWN_TIMEOUT)
+        except asyncio.TimeoutError:
+            busy = [thread.name for thread in self.threads if thread.is_alive()]
+            logger.warning("HTTP worker threads still busy at shutdown: %s", ", ".join(busy))
+
+
+def _resolve_future(future: asyncio.Future[t.Any], result: t.Any) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+def _fail_future(future: asyncio.Future[t.Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
 class HTTPBridge:
-    """Runs the Flask app for http scopes."""
+    """Runs the Flask app for http scopes.
+
+    Requests for sync views run in a pool of ``ASYNCWS_HTTP_THREADS`` worker
+    threads that serves HTTP only, so open websockets never take a thread from
+    it. Each worker is bound to the server's loop: async hooks run there, not
+    on a new loop per call. A request whose view is an ``async def`` runs its
+    whole Flask pipeline in a greenlet on the loop instead, so it holds no
+    thread while it awaits.
+    """
 
     def __init__(self, app: flask.Flask, settings: t.Callable[[], Settings]) -> None:
         self.app = app
         self._settings = settings
+        self._pool: WorkerPool | None = None
+        self._async_endpoints: frozenset[str] | None = None
 
     async def __call__(self, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
-        chunks = []
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
-        environ = build_environ(scope, io.BytesIO(b"".join(chunks)))
+        first = await receive()
+        if first["type"] != "http.request":
+            return  # the client left before sending the request body
         loop = asyncio.get_running_loop()
-        status_headers: list[t.Any] = []
+        exchange = _Exchange(scope, receive, send, loop, first)
+        environ = build_environ(scope, t.cast(t.IO[bytes], _Input(exchange, first.get("body", b""))))
+        environ["wsgi.input_terminated"] = True
+        environ["wsgi.file_wrapper"] = _file_wrapper
+        try:
+            if self._runs_on_loop(environ):
+                exchange.on_loop = True
+                warn_ms = self._settings().blocking_warn_ms
+                result = await greenlet_spawn(
+                    exchange.run,
+                    self.app.wsgi_app,
+                    environ,
+                    _on_slow=None if warn_ms is None else _warn_slow,
+                    _slow_after=(warn_ms or 0) / 1000,
+                )
+            else:
+                pool = self._pool
+                if pool is None:
+                    pool = self._pool = WorkerPool(self._settings().http_threads, "asyncws-http")
+                result = await pool.run(loop, self._work, exchange, environ)
+        except BaseException:
+            exchange.disconnected = True  # cancelled: a worker stops at its next send
+            raise
+        finally:
+            exchange.stop()
+        if result is not None:
+            await exchange.finish(*result)
+        elif exchange.error is not None and not exchange.disconnected:
+            await exchange.drain(DRAIN_LIMIT)
+        if exchange.error is not None:
+            raise exchange.error
 
-        def start_response(status: str, headers: list[tuple[str, str]], exc_info: t.Any = None) -> t.Callable[[bytes], None]:
-            status_headers[:] = [status, headers]
-            return lambda data: None
+    def _runs_on_loop(self, environ: dict[str, t.Any]) -> bool:
+        """Whether the request is for an ``async def`` view."""
+        endpoints = self._async_endpoints
+        if endpoints is None:
+            # Flask refuses new routes once it has served a request.
+            endpoints = self._async_endpoints = frozenset(
+                name for name, view in self.app.view_functions.items() if inspect.iscoroutinefunction(view)
+            )
+        if not endpoints:
+            return False
+        try:
+            endpoint, _ = self.app.url_map.bind_to_environ(environ).match()
+        except Exception:  # no match, a redirect, a bad host: Flask decides, in a worker
+            return False
+        return endpoint in endpoints
 
-        def run() -> tuple[list[t.Any], list[bytes]]:
-            from .bridge import bind_thread_to_loop
-
-            bind_thread_to_loop(loop)
-            try:
-                iterable = self.app.wsgi_app(environ, start_response)
-                try:
-                    return status_headers, list(iterable)
-                finally:
-                    close = getattr(iterable, "close", None)
-                    if close is not None:
-                        close()
-            finally:
-                bind_thread_to_loop(None)
-
-        (status, headers), body = await asyncio.to_thread(run)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": int(status.split(" ", 1)[0]),
-                "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers],
-            }
-        )
-        await send({"type": "http.response.body", "body": b"".join(body)})
+    def _work(self, exchange: _Exchange, environ: dict[str, t.Any]) -> tuple[Message | None, bytes] | None:
+        bind_thread_to_loop(exchange.loop)
+        try:
+            return exchange.run(self.app.wsgi_app, environ)
+        finally:
+            bind_thread_to_loop(None)
 
     async def aclose(self) -> None:
-        """Release worker threads; called at server shutdown."""
+        """Release the worker threads; called at server shutdown."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.aclose()
+
+
+def _warn_slow(held: float) -> None:
+    logger.warning(
+        "A request to an async view held the event loop for %.0f ms without awaiting;"
+        " sync code in its hooks blocks every other connection meanwhile.",
+        held * 1000,
+    )

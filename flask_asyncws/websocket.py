@@ -392,6 +392,10 @@ class Websocket:
             self._waiter = waiter
             try:
                 return await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                    self._inbox.appendleft(waiter.result())  # handed over as we were cancelled: keep it
+                raise
             finally:
                 self._waiter = None
         # Nobody is reading: read from the server directly, no hand-off.

@@ -1,0 +1,36 @@
+"""The app before migrating: Flask-Sock, served by a WSGI server.
+
+Run: flask --app examples.migrate_from_flask_sock.before run
+"""
+
+from flask import Flask, request
+from flask_sock import Sock
+
+app = Flask(__name__)
+app.config["SOCK_SERVER_OPTIONS"] = {"ping_interval": 25}
+sock = Sock(app)
+
+
+@sock.route("/echo")
+def echo(ws):
+    while True:
+        data = ws.receive()
+        if data == "close":
+            break
+        ws.send(data)
+
+
+@sock.route("/greet")
+def greet(ws):
+    ws.send(f"hello {request.args.get('name', 'stranger')}")
+
+
+@sock.route("/countdown/<int:start>")
+def countdown(ws, start):
+    """Count down, one number per tick; any message from the client stops it."""
+    for n in range(start, 0, -1):
+        ws.send(str(n))
+        if ws.receive(timeout=0.05) is not None:
+            ws.close(message="stopped")
+            return
+    ws.send("liftoff")

@@ -1,0 +1,255 @@
+"""``flask asyncws run`` and ``flask_asyncws.cli.run``, run as real processes."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import queue
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import typing as t
+from pathlib import Path
+
+import httpx
+import pytest
+from flask import Flask
+from websockets.exceptions import WebSocketException
+from websockets.sync.client import connect
+
+from flask_asyncws import AsyncWS
+from flask_asyncws.cli import asyncws_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT = 20
+RUNNING = re.compile(r"Running on (https?)://127\.0\.0\.1:(\d+)")
+
+
+class Server:
+    """A server process; its output is collected line by line."""
+
+    def __init__(self, *args: str, cwd: Path = ROOT, pythonpath: Path | None = None) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if pythonpath is not None:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), env.get("PYTHONPATH")]))
+        env.pop("FLASK_DEBUG", None)
+        env.pop("FLASK_APP", None)
+        self.proc = subprocess.Popen(
+            [sys.executable, *args],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.output: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)  # the process closed its output
+
+    def wait_for(self, pattern: re.Pattern[str] | str) -> re.Match[str]:
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if line is None:
+                self.lines.put(None)
+                break
+            self.output.append(line)
+            match = regex.search(line)
+            if match:
+                return match
+        raise AssertionError(f"no {regex.pattern!r} in the output:\n{''.join(self.output)}")
+
+    def url(self) -> tuple[str, int]:
+        match = self.wait_for(RUNNING)
+        return match.group(1), int(match.group(2))
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(TIMEOUT)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: t.Any) -> None:
+        self.stop()
+
+
+def echo_once(url: str, **options: t.Any) -> t.Any:
+    with connect(url, proxy=None, open_timeout=TIMEOUT, **options) as conn:
+        conn.send("ping")
+        return conn.recv(TIMEOUT)
+
+
+def test_command_is_registered() -> None:
+    app = Flask(__name__)
+    AsyncWS(app)
+    assert app.cli.commands.get("asyncws") is asyncws_cli
+    result = app.test_cli_runner().invoke(args=["asyncws", "run", "--help"])
+    assert result.exit_code == 0 and "--reload" in result.output and "--cert" in result.output
+
+
+def test_flask_asyncws_run_serves_http_and_websockets() -> None:
+    with Server("-m", "flask", "--app", "examples.echo.app", "asyncws", "run", "--port", "0") as server:
+        _, port = server.url()
+        assert echo_once(f"ws://127.0.0.1:{port}/echo") == "ping"
+        assert echo_once(f"ws://127.0.0.1:{port}/aecho") == "ping"
+        assert httpx.get(f"http://127.0.0.1:{port}/", trust_env=False, timeout=TIMEOUT).status_code == 200
+        assert server.stop() == 0
+
+
+def test_port_in_use_is_a_clear_error() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with Server("-m", "flask", "--app", "examples.echo.app", "asyncws", "run", "--port", str(port)) as server:
+            assert server.proc.wait(TIMEOUT) == 1
+            server.wait_for(f"Error: Port {port} on 127.0.0.1 is in use by another program")
+
+
+def test_run_from_a_script(tmp_path: Path) -> None:
+    (tmp_path / "script.py").write_text(
+        textwrap.dedent(
+            """
+            from flask_asyncws.cli import run
+            from examples.echo.app import app
+
+            if __name__ == "__main__":
+                run(app, port=0)
+            """
+        )
+    )
+    with Server(str(tmp_path / "script.py"), cwd=tmp_path, pythonpath=ROOT) as server:
+        _, port = server.url()
+        server.wait_for("Press CTRL")
+        assert echo_once(f"ws://127.0.0.1:{port}/echo") == "ping"
+        assert server.stop() == 0
+
+
+APP_SOURCE = """
+from flask import Flask
+from flask_asyncws import AsyncWS, websocket
+
+app = Flask(__name__)
+AsyncWS(app)
+
+
+@app.websocket("/echo")
+def echo():
+    websocket.send("{prefix}" + websocket.receive())
+"""
+
+
+def test_reload_restarts_on_change_and_keeps_the_port(tmp_path: Path) -> None:
+    source = tmp_path / "reloading_app.py"
+    source.write_text(APP_SOURCE.format(prefix="v1 "))
+    with Server(
+        "-m", "flask", "--app", "reloading_app", "--debug", "asyncws", "run", "--port", "0", cwd=tmp_path
+    ) as server:
+        server.wait_for("Debug mode: on")
+        _, port = server.url()
+        server.wait_for("Restarting on changes")
+        url = f"ws://127.0.0.1:{port}/echo"
+        assert echo_once(url) == "v1 ping"
+
+        source.write_text(APP_SOURCE.format(prefix="v2 "))
+        os.utime(source, (time.time() + 5, time.time() + 5))  # a newer mtime even on coarse clocks
+        server.wait_for("Detected a change, restarting")
+        deadline = time.monotonic() + TIMEOUT
+        reply = None
+        while reply != "v2 ping" and time.monotonic() < deadline:
+            try:
+                reply = echo_once(url)
+            except (OSError, WebSocketException):
+                time.sleep(0.05)  # the old process is stopping; the new one is loading the app
+        assert reply == "v2 ping"
+        assert server.stop() == 0
+
+
+def test_tls(tmp_path: Path) -> None:
+    cert, key = self_signed_certificate(tmp_path)
+    args = ["-m", "flask", "--app", "examples.echo.app", "asyncws", "run", "--port", "0", "--cert", cert, "--key", key]
+    with Server(*args) as server:
+        scheme, port = server.url()
+        assert scheme == "https"
+        context = ssl.create_default_context(cafile=cert)
+        assert echo_once(f"wss://127.0.0.1:{port}/echo", ssl=context, server_hostname="localhost") == "ping"
+
+
+def test_server_settings_reach_hypercorn(monkeypatch: pytest.MonkeyPatch) -> None:
+    import hypercorn.asyncio
+
+    from flask_asyncws import cli
+
+    seen: list[t.Any] = []
+
+    async def fake_serve(app: t.Any, config: t.Any) -> None:
+        seen.append(config)
+        os.close(int(config.bind[0].removeprefix("fd://")))
+
+    monkeypatch.setattr(hypercorn.asyncio, "serve", fake_serve)
+    app = Flask(__name__)
+    app.config.update(ASYNCWS_PING_INTERVAL=15, ASYNCWS_SERVER_MAX_MESSAGE_SIZE=1024)
+    AsyncWS(app)
+    with cli.bind("127.0.0.1", 0) as sock:
+        cli.serve(app, sock)
+    (config,) = seen
+    assert config.websocket_ping_interval == 15
+    assert config.websocket_max_message_size == 1024
+    assert config.bind[0].startswith("fd://")
+
+
+def test_run_needs_asyncws() -> None:
+    from flask_asyncws.cli import run
+
+    with pytest.raises(RuntimeError, match="AsyncWS"):
+        run(Flask(__name__), port=0)
+
+
+def self_signed_certificate(directory: Path) -> tuple[str, str]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return str(cert_path), str(key_path)

@@ -1,0 +1,196 @@
+"""Each example, end to end: a real server on 127.0.0.1 and real clients."""
+
+from __future__ import annotations
+
+import json
+import queue
+import re
+import subprocess
+import sys
+import threading
+import typing as t
+
+import httpx
+import pytest
+from servers import SERVERS, LiveServer
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+
+TIMEOUT = 10
+
+
+def ws(url: str, cookie: str | None = None) -> ClientConnection:
+    headers = {"Cookie": f"session={cookie}"} if cookie else None
+    return connect(url, additional_headers=headers, proxy=None, open_timeout=TIMEOUT, close_timeout=2)
+
+
+def refused_status(url: str, cookie: str | None = None) -> int:
+    with pytest.raises(InvalidStatus) as info:
+        ws(url, cookie).close()
+    return info.value.response.status_code
+
+
+def login(srv: LiveServer, path: str, **form: str) -> str:
+    with httpx.Client(base_url=srv.http_url, trust_env=False, timeout=TIMEOUT) as client:
+        response = client.post(path, data=form)
+        assert response.status_code == 302, response.text
+        return client.cookies["session"]
+
+
+# -- echo ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("server", SERVERS)
+@pytest.mark.parametrize("path", ["/echo", "/aecho"])
+def test_echo(server: str, path: str) -> None:
+    from examples.echo.app import app
+
+    with LiveServer(app.asgi_app, server) as srv:
+        with ws(srv.ws_url + path) as conn:
+            for message in ("hello", b"\x00binary\xff", "é" * 1000):
+                conn.send(message)
+                assert conn.recv(TIMEOUT) == message
+        page = httpx.get(srv.http_url + "/", trust_env=False, timeout=TIMEOUT)
+        assert page.status_code == 200 and "/echo" in page.text
+
+
+# -- chat ---------------------------------------------------------------------
+
+
+def recv_json(conn: ClientConnection) -> dict[str, str]:
+    return t.cast("dict[str, str]", json.loads(conn.recv(TIMEOUT)))
+
+
+def test_chat_rooms() -> None:
+    from examples.chat.app import app, rooms
+
+    with LiveServer(app.asgi_app) as srv:
+        alice = login(srv, "/login", name="alice")
+        bob = login(srv, "/login", name="bob")
+        with ws(srv.ws_url + "/ws/lobby", alice) as a:
+            assert recv_json(a) == {"user": "", "text": "alice joined lobby"}
+            with ws(srv.ws_url + "/ws/lobby", bob) as b, ws(srv.ws_url + "/ws/other", bob) as elsewhere:
+                assert recv_json(b) == {"user": "", "text": "bob joined lobby"}
+                assert recv_json(a) == {"user": "", "text": "bob joined lobby"}
+                assert recv_json(elsewhere) == {"user": "", "text": "bob joined other"}
+                a.send("hi bob")
+                assert recv_json(a) == {"user": "alice", "text": "hi bob"}
+                assert recv_json(b) == {"user": "alice", "text": "hi bob"}
+                b.send("hi alice")
+                assert recv_json(b) == {"user": "bob", "text": "hi alice"}
+                assert recv_json(a) == {"user": "bob", "text": "hi alice"}
+                elsewhere.send("anyone?")
+                assert recv_json(elsewhere) == {"user": "bob", "text": "anyone?"}
+            # bob left the lobby; the other room's message never reached alice
+            assert recv_json(a) == {"user": "", "text": "bob left lobby"}
+        assert refused_status(srv.ws_url + "/ws/lobby") == 401
+    assert rooms == {}
+
+
+def test_chat_pages_need_login() -> None:
+    from examples.chat.app import app
+
+    with LiveServer(app.asgi_app) as srv:
+        with httpx.Client(base_url=srv.http_url, trust_env=False, timeout=TIMEOUT) as client:
+            assert client.get("/").headers["location"] == "/login"
+            client.post("/login", data={"name": "carol"})
+            page = client.get("/")
+            assert page.status_code == 200 and "carol" in page.text
+
+
+# -- auth ---------------------------------------------------------------------
+
+
+def test_auth_refuses_before_upgrade() -> None:
+    from examples.auth.app import app
+
+    with LiveServer(app.asgi_app) as srv:
+        assert refused_status(srv.ws_url + "/ws/whoami") == 401
+        assert refused_status(srv.ws_url + "/admin/events") == 401
+        with httpx.Client(base_url=srv.http_url, trust_env=False, timeout=TIMEOUT) as client:
+            assert client.get("/").status_code == 302  # pages still redirect to the login form
+
+        bob = login(srv, "/login", username="bob", password="builder")
+        with ws(srv.ws_url + "/ws/whoami", bob) as conn:
+            assert conn.recv(TIMEOUT) == "you are bob"
+            conn.send("ping")
+            assert conn.recv(TIMEOUT) == "bob: ping"
+        assert refused_status(srv.ws_url + "/admin/events", bob) == 403
+
+        alice = login(srv, "/login", username="alice", password="wonderland")
+        with ws(srv.ws_url + "/admin/events", alice) as conn:
+            assert conn.recv(TIMEOUT) == "admin feed for alice"
+            conn.send("x")
+            assert conn.recv(TIMEOUT) == "ack x"
+
+
+# -- migrating from Flask-Sock ------------------------------------------------
+
+
+def transcript(base: str) -> list[t.Any]:
+    """What a client sees from the example app; identical before and after."""
+    seen: list[t.Any] = []
+    with ws(base + "/echo") as conn:
+        for message in ("one", b"two"):
+            conn.send(message)
+            seen.append(conn.recv(TIMEOUT))
+        conn.send("close")
+        with pytest.raises(ConnectionClosed):
+            conn.recv(TIMEOUT)
+        seen.append(("closed", conn.close_code))
+    with ws(base + "/greet?name=ada") as conn:
+        seen.append(conn.recv(TIMEOUT))
+    with ws(base + "/countdown/3") as conn:
+        seen.extend(conn.recv(TIMEOUT) for _ in range(4))
+    with ws(base + "/countdown/1000") as conn:
+        seen.append(conn.recv(TIMEOUT))
+        conn.send("stop")
+        with pytest.raises(ConnectionClosed):
+            while True:
+                conn.recv(TIMEOUT)  # numbers already in flight, then the close
+        seen.append(("closed", conn.close_code, conn.close_reason))
+    return seen
+
+
+EXPECTED = [
+    "one",
+    b"two",
+    ("closed", 1000),
+    "hello ada",
+    "3",
+    "2",
+    "1",
+    "liftoff",
+    "1000",
+    ("closed", 1000, "stopped"),
+]
+
+
+def test_flask_sock_app_before() -> None:
+    """The starting point, under gunicorn with threads as Flask-Sock documents."""
+    command = [sys.executable, "-m", "gunicorn", "--bind", "127.0.0.1:0", "--threads", "8", "--graceful-timeout", "1"]
+    proc = subprocess.Popen(
+        [*command, "examples.migrate_from_flask_sock.before:app"], stderr=subprocess.PIPE, text=True
+    )
+    lines: queue.Queue[str | None] = queue.Queue()
+    threading.Thread(target=lambda: [*map(lines.put, proc.stderr or ()), lines.put(None)], daemon=True).start()
+    try:
+        while (line := lines.get(timeout=TIMEOUT)) is not None:
+            if match := re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", line):
+                break
+        assert match, "gunicorn did not start"
+        assert transcript(f"ws://127.0.0.1:{match.group(1)}") == EXPECTED
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize("step", ["compat", "after"])
+def test_flask_sock_app_migrated(step: str) -> None:
+    module = __import__(f"examples.migrate_from_flask_sock.{step}", fromlist=["app"])
+    with LiveServer(module.app.asgi_app) as srv:
+        assert transcript(srv.ws_url) == EXPECTED

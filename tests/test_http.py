@@ -1,0 +1,591 @@
+"""The HTTP bridge end to end: Flask routes through ``app.asgi_app`` on real servers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import socket
+import threading
+import typing as t
+
+import httpx
+import pytest
+from flask import (
+    Flask,
+    Response,
+    abort,
+    redirect,
+    request,
+    send_file,
+    session,
+    stream_with_context,
+    url_for,
+)
+from servers import SERVERS, LiveServer
+
+from flask_asyncws import AsyncWS
+from flask_asyncws.http import DRAIN_LIMIT, build_environ
+
+TIMEOUT = 10
+
+
+def make_app(**config: t.Any) -> Flask:
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="test", **config)
+    AsyncWS(app)
+    return app
+
+
+def vm_rss() -> int:
+    """This process's resident set size in bytes."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+@pytest.fixture(params=SERVERS)
+def server_name(request: pytest.FixtureRequest) -> str:
+    return t.cast(str, request.param)
+
+
+# -- streaming both ways --
+
+
+def test_upload_is_read_lazily_in_bounded_memory(server_name: str) -> None:
+    app = make_app()
+    size = 200 * 1024 * 1024
+    seen: dict[str, int] = {}
+
+    @app.post("/upload")
+    def upload() -> dict[str, int]:
+        baseline = peak = vm_rss()
+        total = 0
+        while chunk := request.stream.read(1024 * 1024):
+            total += len(chunk)
+            peak = max(peak, vm_rss())
+        seen.update(total=total, growth=peak - baseline)
+        return seen
+
+    block = b"x" * (1024 * 1024)
+
+    def body() -> t.Iterator[bytes]:
+        for _ in range(size // len(block)):
+            yield block
+
+    with LiveServer(app.asgi_app, server_name) as srv:
+        response = httpx.post(srv.http_url + "/upload", content=body(), timeout=60)
+    assert response.status_code == 200
+    assert seen["total"] == size
+    # A buffered body would add 200 MB; the bridge holds a few chunks at most.
+    assert seen["growth"] < 50 * 1024 * 1024, seen
+
+
+def test_download_streams_before_the_generator_finishes(server_name: str) -> None:
+    app = make_app()
+    first_arrived = threading.Event()
+
+    @app.get("/stream")
+    def stream() -> Response:
+        @stream_with_context
+        def generate() -> t.Iterator[bytes]:
+            yield f"first:{request.path};".encode()
+            # Only a client that already received the first chunk sets this.
+            yield b"second" if first_arrived.wait(TIMEOUT) else b"buffered"
+
+        return Response(generate(), mimetype="text/plain")
+
+    with LiveServer(app.asgi_app, server_name) as srv:
+        with httpx.stream("GET", srv.http_url + "/stream", timeout=TIMEOUT) as response:
+            chunks = response.iter_raw()
+            received = next(chunks)
+            assert received == b"first:/stream;"
+            first_arrived.set()
+            received += b"".join(chunks)
+    assert received == b"first:/stream;second"
+
+
+def test_client_disconnect_stops_the_stream_and_tears_down(server_name: str) -> None:
+    app = make_app(ASYNCWS_HTTP_THREADS=1)
+    client_gone = threading.Event()
+    closed = threading.Event()
+    torn_down: list[str] = []
+    produced: list[int] = []
+
+    @app.teardown_request
+    def teardown(error: BaseException | None) -> None:
+        torn_down.append(request.path)
+
+    @app.get("/forever")
+    def forever() -> Response:
+        @stream_with_context
+        def generate() -> t.Iterator[bytes]:
+            try:
+                yield b"x" * 1024
+                assert client_gone.wait(TIMEOUT)
+                for n in range(100_000):
+                    produced.append(n)
+                    yield b"y" * 1024
+            finally:
+                closed.set()
+
+        return Response(generate(), mimetype="text/plain")
+
+    @app.get("/next")
+    def next_request() -> str:
+        return request.path
+
+    with LiveServer(app.asgi_app, server_name) as srv:
+        with httpx.Client(timeout=TIMEOUT) as client:
+            with client.stream("GET", srv.http_url + "/forever") as response:
+                next(response.iter_raw())
+            # Leaving the block closed the connection mid-body.
+        client_gone.set()
+        assert closed.wait(TIMEOUT), "the generator was not closed"
+        assert len(produced) < 100_000
+        # The only worker thread is free and clean for the next request.
+        assert httpx.get(srv.http_url + "/next", timeout=TIMEOUT).text == "/next"
+    # Flask 3.1 tears a streamed request down when the view returns and again
+    # when stream_with_context's context closes (as under any WSGI server).
+    assert torn_down == ["/forever", "/forever", "/next"]
+
+
+def test_send_file_and_large_responses() -> None:
+    app = make_app()
+    data = bytes(range(256)) * 4096 * 3  # 3 MiB
+
+    @app.get("/file")
+    def file() -> Response:
+        return send_file(io.BytesIO(data), mimetype="application/octet-stream")
+
+    with LiveServer(app.asgi_app) as srv:
+        response = httpx.get(srv.http_url + "/file", timeout=TIMEOUT)
+    assert response.status_code == 200
+    assert response.content == data
+
+
+def test_chunked_upload_and_form_parsing() -> None:
+    app = make_app()
+
+    @app.post("/echo")
+    def echo() -> bytes:
+        return request.get_data()
+
+    @app.post("/form")
+    def form() -> dict[str, t.Any]:
+        upload = request.files["file"]
+        return {"name": request.form["name"], "file": upload.read().decode()}
+
+    def body() -> t.Iterator[bytes]:
+        yield b"chunked "
+        yield b"body"
+
+    with LiveServer(app.asgi_app) as srv:
+        assert httpx.post(srv.http_url + "/echo", content=body()).content == b"chunked body"
+        response = httpx.post(srv.http_url + "/form", data={"name": "n"}, files={"file": ("f.txt", b"content")})
+    assert response.json() == {"name": "n", "file": "content"}
+
+
+# -- bodies not read --
+
+
+def test_413_above_max_content_length(server_name: str) -> None:
+    app = make_app(MAX_CONTENT_LENGTH=DRAIN_LIMIT // 2)
+    handled: list[int] = []
+
+    @app.post("/upload")
+    def upload() -> str:
+        return str(len(request.get_data()))
+
+    @app.post("/stream-upload")
+    def stream_upload() -> str:
+        total = 0
+        while chunk := request.stream.read(64 * 1024):  # raises 413 past the limit
+            total += len(chunk)
+        return str(total)
+
+    @app.errorhandler(413)
+    def too_large(error: Exception) -> tuple[str, int]:
+        handled.append(413)
+        return "too large", 413
+
+    with LiveServer(app.asgi_app, server_name) as srv, httpx.Client(base_url=srv.http_url, timeout=TIMEOUT) as client:
+        # Declared too large: refused before the body is read, which is then
+        # drained (it is within DRAIN_LIMIT) so the connection stays usable.
+        response = client.post("/upload", content=b"x" * (DRAIN_LIMIT * 3 // 4))
+        assert (response.status_code, response.text) == (413, "too large")
+        assert client.post("/upload", content=b"small").text == "5"
+
+        # Chunked, no length: refused once the view reads past the limit. The
+        # rest is far beyond what the server drains, so the connection may be
+        # cut instead; either way the request must finish promptly.
+        def endless() -> t.Iterator[bytes]:
+            for _ in range(200):
+                yield b"x" * (256 * 1024)
+
+        try:
+            response = httpx.post(srv.http_url + "/stream-upload", content=endless(), timeout=TIMEOUT)
+        except httpx.TransportError:
+            pass
+        else:
+            assert response.status_code == 413
+    assert handled == [413, 413]
+
+
+def test_response_without_reading_the_body_does_not_hang(server_name: str) -> None:
+    app = make_app()
+
+    @app.post("/login")
+    def login() -> Response:
+        return redirect("/home")
+
+    def body() -> t.Iterator[bytes]:
+        # Many more chunks than hypercorn queues for the app (10 messages),
+        # within what the bridge drains to keep the connection.
+        for _ in range(DRAIN_LIMIT // 2 // 8192):
+            yield b"x" * 8192
+
+    with LiveServer(app.asgi_app, server_name) as srv, httpx.Client(base_url=srv.http_url, timeout=TIMEOUT) as client:
+        for _ in range(3):  # keep-alive: the same connection serves each one
+            response = client.post("/login", content=body())
+            assert response.status_code == 302
+            assert response.headers["location"] == "/home"
+
+
+# -- threads and the loop --
+
+
+def test_async_views_share_the_server_loop(server_name: str) -> None:
+    app = make_app()
+    shared: dict[str, t.Any] = {}
+    background_done = asyncio.Event  # created on the loop below
+
+    @app.get("/async")
+    async def async_view() -> dict[str, t.Any]:
+        if "lock" not in shared:
+            shared["lock"] = asyncio.Lock()
+            shared["done"] = background_done()
+        async with shared["lock"]:
+            loop = asyncio.get_running_loop()
+
+        async def later() -> None:
+            await asyncio.sleep(0)
+            shared["done"].set()
+
+        shared["task"] = loop.create_task(later())  # outlives the response
+        return {"loop": id(loop), "thread": threading.current_thread().name, "path": request.path}
+
+    @app.before_request
+    async def before() -> None:
+        request.environ["hook_loop"] = id(asyncio.get_running_loop())
+
+    @app.get("/sync")
+    def sync_view() -> dict[str, t.Any]:
+        return {"loop": request.environ["hook_loop"], "thread": threading.current_thread().name}
+
+    with LiveServer(app.asgi_app, server_name) as srv:
+        first = httpx.get(srv.http_url + "/async", timeout=TIMEOUT).json()
+        second = httpx.get(srv.http_url + "/async", timeout=TIMEOUT).json()
+        sync = httpx.get(srv.http_url + "/sync", timeout=TIMEOUT).json()
+        assert srv.call(asyncio.wait_for(shared["done"].wait(), TIMEOUT)) is True
+    server_loop = id(srv.loop)
+    assert first["loop"] == second["loop"] == sync["loop"] == server_loop
+    assert first["path"] == "/async"
+    # Async views run on the loop's thread; sync views in the HTTP pool.
+    assert not first["thread"].startswith("asyncws-http")
+    assert sync["thread"].startswith("asyncws-http")
+
+
+def test_http_threads_are_separate_from_websockets() -> None:
+    from websockets.sync.client import connect
+
+    app = make_app(ASYNCWS_HTTP_THREADS=1)
+
+    @app.websocket("/ws")
+    def ws() -> None:
+        from flask_asyncws import websocket
+
+        while True:
+            websocket.send(websocket.receive())
+
+    @app.get("/")
+    def index() -> str:
+        return "ok"
+
+    with LiveServer(app.asgi_app) as srv:
+        with contextlib.ExitStack() as stack:
+            sockets = [stack.enter_context(connect(srv.ws_url + "/ws", open_timeout=TIMEOUT)) for _ in range(20)]
+            for sock in sockets:  # every handler is running, none in the HTTP pool
+                sock.send("ping")
+                assert sock.recv(TIMEOUT) == "ping"
+            assert httpx.get(srv.http_url + "/", timeout=TIMEOUT).text == "ok"
+
+
+def test_pool_is_shut_down_with_the_server() -> None:
+    app = make_app()
+
+    @app.get("/")
+    def index() -> str:
+        return "ok"
+
+    bridge = app.asgi_app.http  # type: ignore[attr-defined]
+    with LiveServer(app.asgi_app) as srv:
+        assert httpx.get(srv.http_url + "/").text == "ok"
+        pool = bridge._pool
+        assert [thread.is_alive() for thread in pool.threads] == [True]
+    # Lifespan shutdown stopped the workers; a new server would start a new pool.
+    assert bridge._pool is None
+    assert [thread.is_alive() for thread in pool.threads] == [False]
+
+
+# -- HTTP and WSGI semantics --
+
+
+def test_head_204_304_have_no_body(server_name: str) -> None:
+    app = make_app()
+
+    @app.get("/hello")
+    def hello() -> str:
+        return "hello"
+
+    @app.get("/empty")
+    def empty() -> tuple[str, int]:
+        return "", 204
+
+    @app.get("/cached")
+    def cached() -> Response:
+        response = Response("cached body")
+        response.set_etag("v1")
+        return response.make_conditional(request)
+
+    with LiveServer(app.asgi_app, server_name) as srv, httpx.Client(base_url=srv.http_url, timeout=TIMEOUT) as client:
+        head = client.head("/hello")
+        assert (head.status_code, head.content, head.headers["content-length"]) == (200, b"", "5")
+        assert client.get("/empty").status_code == 204
+        assert client.get("/empty").content == b""
+        not_modified = client.get("/cached", headers={"If-None-Match": '"v1"'})
+        assert (not_modified.status_code, not_modified.content) == (304, b"")
+        assert client.get("/cached").text == "cached body"  # the connection is still in step
+
+
+def test_repeated_headers_and_cookies(server_name: str) -> None:
+    app = make_app()
+
+    @app.get("/headers")
+    def headers() -> Response:
+        response = Response(
+            f"{request.headers['X-Multi']}|{request.cookies['a']}|{request.cookies['b']}|{request.args.getlist('q')}"
+        )
+        response.set_cookie("one", "1")
+        response.set_cookie("two", "2")
+        return response
+
+    with LiveServer(app.asgi_app, server_name) as srv:
+        response = httpx.get(
+            srv.http_url + "/headers?q=1&q=2",
+            headers=[("X-Multi", "a"), ("X-Multi", "b"), ("Cookie", "a=1"), ("Cookie", "b=2")],
+            timeout=TIMEOUT,
+        )
+    assert response.text == "a,b|1|2|['1', '2']"
+    assert sorted(c.split(";")[0] for c in response.headers.get_list("set-cookie")) == ["one=1", "two=2"]
+
+
+def test_root_path_is_script_name(server_name: str) -> None:
+    app = make_app()
+
+    @app.get("/where")
+    def where() -> str:
+        return f"{request.script_root}|{request.path}|{url_for('where')}"
+
+    # Hypercorn expects the prefix in the request path; uvicorn treats it as
+    # already stripped by a proxy and adds it to the scope's path.
+    path = "/prefix/where" if server_name == "hypercorn" else "/where"
+    with LiveServer(app.asgi_app, server_name, root_path="/prefix") as srv:
+        response = httpx.get(srv.http_url + path, timeout=TIMEOUT)
+    assert response.text == "/prefix|/where|/prefix/where"
+
+
+def test_environ_from_the_scope() -> None:
+    app = make_app()
+
+    @app.post("/environ")
+    def environ() -> dict[str, t.Any]:
+        keys = ("REMOTE_ADDR", "SERVER_NAME", "SERVER_PORT", "SERVER_PROTOCOL", "CONTENT_TYPE", "CONTENT_LENGTH")
+        env = request.environ
+        return {key: env.get(key) for key in keys} | {"scheme": env["wsgi.url_scheme"], "query": env["QUERY_STRING"]}
+
+    with LiveServer(app.asgi_app) as srv:
+        got = httpx.post(srv.http_url + "/environ?a=b%20c", json={"x": 1}, timeout=TIMEOUT).json()
+        with httpx.Client(http1=False, http2=True, timeout=TIMEOUT) as h2:  # h2c, prior knowledge
+            over_h2 = h2.post(srv.http_url + "/environ", content=b"12").json()
+    assert got == {
+        "REMOTE_ADDR": "127.0.0.1",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": str(srv.port),
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": "7",
+        "scheme": "http",
+        "query": "a=b%20c",
+    }
+    assert over_h2["SERVER_PROTOCOL"] == "HTTP/2"
+    assert over_h2["CONTENT_LENGTH"] == "2"
+
+
+def test_build_environ_types_and_websocket_scopes() -> None:
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "scheme": "https",
+        "path": "/app/é",
+        "root_path": "/app",
+        "query_string": b"x=1",
+        "headers": [(b"x-a", b"1"), (b"x-a", b"2"), (b"cookie", b"a=1"), (b"cookie", b"b=2")],
+        "server": ("example.com", "8443"),  # granian gives strings
+        "client": ("10.0.0.1", 5000),
+    }
+    env = build_environ(scope)
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/app", "/é".encode().decode("latin-1"))
+    assert (env["SERVER_NAME"], env["SERVER_PORT"], env["wsgi.url_scheme"]) == ("example.com", "8443", "https")
+    assert (env["HTTP_X_A"], env["HTTP_COOKIE"], env["REMOTE_PORT"]) == ("1,2", "a=1; b=2", "5000")
+    assert build_environ({**scope, "server": ("h", 80)})["SERVER_PORT"] == "80"
+    assert build_environ({**scope, "server": ("/sock", None)})["SERVER_PORT"] == ""
+    ws = build_environ({**scope, "type": "websocket", "scheme": "wss"})
+    assert (ws["REQUEST_METHOD"], ws["wsgi.url_scheme"]) == ("GET", "https")
+    assert (ws["HTTP_UPGRADE"], ws["HTTP_CONNECTION"]) == ("websocket", "Upgrade")
+
+
+def test_wsgi_write_exc_info_and_close() -> None:
+    """Raw PEP 3333 behaviour, through WSGI middleware around Flask."""
+    app = make_app()
+    closed: list[str] = []
+    flask_app = app.wsgi_app
+
+    class Closing:
+        def __init__(self, chunks: list[bytes]) -> None:
+            self.chunks = chunks
+
+        def __iter__(self) -> t.Iterator[bytes]:
+            return iter(self.chunks)
+
+        def close(self) -> None:
+            closed.append("closed")
+
+    def middleware(environ: dict[str, t.Any], start_response: t.Callable[..., t.Any]) -> t.Iterable[bytes]:
+        path = environ["PATH_INFO"]
+        if path == "/write":
+            write = start_response("200 OK", [("Content-Type", "text/plain")])
+            write(b"written, ")
+            return Closing([b"then ", b"iterated"])
+        if path == "/replace":
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            try:
+                raise ValueError("before any byte was sent")
+            except ValueError:
+                import sys
+
+                start_response("503 Service Unavailable", [("Content-Type", "text/plain")], sys.exc_info())
+            return Closing([b"replaced"])
+        return flask_app(environ, start_response)
+
+    app.wsgi_app = middleware  # type: ignore[method-assign]
+
+    with LiveServer(app.asgi_app) as srv:
+        written = httpx.get(srv.http_url + "/write", timeout=TIMEOUT)
+        replaced = httpx.get(srv.http_url + "/replace", timeout=TIMEOUT)
+    assert (written.status_code, written.text) == (200, "written, then iterated")
+    assert (replaced.status_code, replaced.text) == (503, "replaced")
+    assert closed == ["closed", "closed"]
+
+
+def test_error_in_the_response_iterable_is_a_500_and_closes() -> None:
+    app = make_app()
+    closed = threading.Event()
+
+    @app.get("/broken")
+    def broken() -> Response:
+        def generate() -> t.Iterator[bytes]:
+            try:
+                raise RuntimeError("broken generator")
+                yield b""
+            finally:
+                closed.set()
+
+        return Response(generate())
+
+    with LiveServer(app.asgi_app) as srv:
+        response = httpx.get(srv.http_url + "/broken", timeout=TIMEOUT)
+    assert response.status_code == 500
+    assert closed.is_set()
+
+
+# -- Flask features unchanged --
+
+
+def test_flask_features(server_name: str, tmp_path: t.Any) -> None:
+    (tmp_path / "style.css").write_text("body {}")
+    app = Flask(__name__, static_folder=str(tmp_path), static_url_path="/static")
+    app.secret_key = "test"
+    AsyncWS(app)
+
+    @app.post("/login")
+    def login() -> Response:
+        session["user"] = request.form["user"]
+        return redirect(url_for("me"))
+
+    @app.get("/me")
+    def me() -> str:
+        return session.get("user", "nobody")
+
+    @app.get("/teapot")
+    def teapot() -> str:
+        abort(418)
+
+    @app.get("/crash")
+    def crash() -> str:
+        raise KeyError("crash")
+
+    @app.errorhandler(418)
+    def on_teapot(error: Exception) -> tuple[str, int]:
+        return "custom teapot", 418
+
+    @app.errorhandler(500)
+    def on_500(error: Exception) -> tuple[str, int]:
+        return "custom 500", 500
+
+    with LiveServer(app.asgi_app, server_name) as srv, httpx.Client(base_url=srv.http_url, timeout=TIMEOUT) as client:
+        assert client.get("/me").text == "nobody"
+        response = client.post("/login", data={"user": "ann"})
+        assert (response.status_code, response.headers["location"]) == (302, "/me")
+        assert client.get("/me").text == "ann"
+        assert (client.get("/teapot").status_code, client.get("/teapot").text) == (418, "custom teapot")
+        assert (client.get("/crash").status_code, client.get("/crash").text) == (500, "custom 500")
+        assert client.get("/missing").status_code == 404
+        static = client.get("/static/style.css")
+        assert (static.status_code, static.text) == (200, "body {}")
+        etag = static.headers["etag"]
+        assert client.get("/static/style.css", headers={"If-None-Match": etag}).status_code == 304
+
+
+def test_raw_socket_pipelined_requests() -> None:
+    """Keep-alive over one socket, including a body the view never reads."""
+    app = make_app()
+
+    @app.post("/ignore")
+    def ignore() -> str:
+        return "ignored"
+
+    with LiveServer(app.asgi_app) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT) as sock:
+            body = b"y" * 100_000
+            request_bytes = b"POST /ignore HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+            for _ in range(2):
+                sock.sendall(request_bytes)
+                received = b""
+                while not received.endswith(b"ignored"):
+                    data = sock.recv(65536)
+                    assert data, "connection closed"
+                    received += data
+                assert received.startswith(b"HTTP/1.1 200")
