@@ -2,7 +2,7 @@
 # Both install what they need first.
 PYTHON ?= python3
 
-.PHONY: install run test
+.PHONY: install run test bench
 
 install:
 	$(PYTHON) -m pip install --quiet -e ".[test]"
@@ -12,3 +12,6 @@ run: install
 
 test: install
 	$(PYTHON) -m pytest
+
+bench: install
+	$(PYTHON) -m benchmarks

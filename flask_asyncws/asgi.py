@@ -10,6 +10,9 @@ handler, after hooks, the response (denial or close), teardown, contexts popped.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import contextlib
 import contextvars
 import inspect
 import logging
@@ -24,6 +27,7 @@ from .bridge import Portal, await_, bind_thread_to_loop, greenlet_spawn
 from .context import WebsocketContext
 from .http import HTTPBridge, build_environ
 from .routing import handler_of, hooks
+from .watchdog import watchdog_for
 from .websocket import Websocket, WebsocketDisconnect
 
 if t.TYPE_CHECKING:
@@ -72,6 +76,11 @@ class ASGIApp:
         if not settings.origins.permits(origin, host):
             logger.warning("Refused cross-origin websocket from %s to %s%s", origin, host, scope.get("path"))
             await deny(scope, send, Response("Cross-origin websocket refused.", 403, mimetype="text/plain"))
+            await _settle(receive)
+            return
+        if scope.get("http_version", "1.1") in ("1.0", "1.1") and not _valid_key(scope):
+            # Hypercorn upgrades any key; a client sending a bad one is not a websocket client.
+            await deny(scope, send, Response("Invalid Sec-WebSocket-Key.", 400, mimetype="text/plain"))
             await _settle(receive)
             return
         connection = Connection(self.app, scope, receive, send, settings)
@@ -148,9 +157,16 @@ class Connection:
 
     async def serve(self) -> None:
         self.websocket.on_disconnect = self._interrupt
-        self.websocket.watch()
+        self.websocket._watch_soon()  # usually the handler is receiving before the loop turns
+        warn_ms = self.settings.blocking_warn_ms
+        watching = (
+            watchdog_for(warn_ms).watching(self.websocket.endpoint or self.websocket.path)
+            if warn_ms is not None
+            else contextlib.nullcontext()
+        )
         try:
-            await greenlet_spawn(self.handle, _interrupt=self._take_interrupt)
+            with watching:
+                await greenlet_spawn(self.handle, _interrupt=self._take_interrupt)
         finally:
             self.websocket.stop_watching()
             if self._interrupting:
@@ -356,6 +372,7 @@ class Connection:
         await_(deny(self.scope, self.websocket._asgi_send, response))
         # Return once the server has taken the response (it reports the
         # connection gone); uvicorn logs an error if the app returns earlier.
+        self.websocket.watch()
         watcher = self.websocket.watcher
         if watcher is not None:
             await_(asyncio.wait((watcher,), timeout=SETTLE_TIMEOUT))
@@ -412,6 +429,16 @@ async def _settle(receive: ASGIReceive) -> None:
         await asyncio.wait_for(disconnected(), SETTLE_TIMEOUT)
     except asyncio.TimeoutError:
         pass
+
+
+def _valid_key(scope: Scope) -> bool:
+    for name, value in scope.get("headers", ()):
+        if name == b"sec-websocket-key":
+            try:
+                return len(base64.b64decode(value, validate=True)) == 16
+            except (binascii.Error, ValueError):
+                return False
+    return False
 
 
 def _origin_and_host(scope: Scope) -> tuple[str | None, str | None]:

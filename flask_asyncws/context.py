@@ -54,11 +54,35 @@ class WebsocketContext:
         self.request_context.pop(exc)
 
 
-websocket: Websocket = LocalProxy(  # type: ignore[assignment]
-    _cv_websocket,
-    "websocket",
-    unbound_message="Working outside of a websocket context: this code runs outside a websocket handler.",
-)
+_UNBOUND = "Working outside of a websocket context: this code runs outside a websocket handler."
+
+
+def _current_websocket() -> Websocket:
+    ctx = _cv_websocket.get(None)
+    if ctx is None:
+        raise RuntimeError(_UNBOUND)
+    return ctx.websocket
+
+
+class _WebsocketProxy(LocalProxy):  # type: ignore[type-arg]
+    """The ``websocket`` proxy; per-message methods skip the generic lookup."""
+
+    __slots__ = ()
+
+    def receive(self) -> t.Any:
+        return _current_websocket().receive()
+
+    def send(self, data: str | bytes) -> t.Any:
+        return _current_websocket().send(data)
+
+    def receive_json(self) -> t.Any:
+        return _current_websocket().receive_json()
+
+    def send_json(self, obj: t.Any) -> t.Any:
+        return _current_websocket().send_json(obj)
+
+
+websocket: Websocket = _WebsocketProxy(_cv_websocket, "websocket", unbound_message=_UNBOUND)  # type: ignore[assignment]
 
 
 def has_websocket_context() -> bool:

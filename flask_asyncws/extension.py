@@ -131,9 +131,7 @@ class AsyncWS:
         See :func:`flask_asyncws.cli.run` for the options.
         """
         if self.app is None:
-            raise RuntimeError(
-                "AsyncWS() was created without an app; call flask_asyncws.cli.run(app, ...) instead."
-            )
+            raise RuntimeError("AsyncWS() was created without an app; call flask_asyncws.cli.run(app, ...) instead.")
         cli.run(self.app, host, port, debug, **options)
 
 

@@ -214,9 +214,9 @@ class TestWebsocket:
         raise self._refusal
 
     def _response(self, body: bytes, status: int, headers: Headers) -> TestResponse:
-        response = self.client.response_wrapper([body], status, headers, request=self.request)
-        response.json_module = self.app.json  # type: ignore[attr-defined]
-        return response  # type: ignore[return-value]
+        response = self.client.response_wrapper([body], status, headers, request=self.request)  # type: ignore[arg-type]
+        response.json_module = self.app.json  # type: ignore[assignment]
+        return response
 
     def _store_cookies(self, headers: Headers) -> None:
         cookies = headers.getlist("Set-Cookie")
@@ -425,12 +425,12 @@ class WebsocketClientMixin:
         )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def with_websocket(cls: type[C]) -> type[C]:
     """``cls`` (a test client class) with :class:`WebsocketClientMixin` added."""
     if issubclass(cls, WebsocketClientMixin):
         return cls
-    return type(cls.__name__, (WebsocketClientMixin, cls), {"__module__": cls.__module__})  # type: ignore[return-value]
+    return type(cls.__name__, (WebsocketClientMixin, cls), {"__module__": cls.__module__})
 
 
 def install(app: flask.Flask) -> None:
@@ -445,7 +445,7 @@ def install(app: flask.Flask) -> None:
     def test_client(*args: t.Any, **kwargs: t.Any) -> t.Any:
         client = make_client(*args, **kwargs)
         if not isinstance(client, WebsocketClientMixin):
-            client.__class__ = with_websocket(type(client))
+            client.__class__ = with_websocket(type(client))  # type: ignore[arg-type]
         return client
 
     app.test_client = test_client  # type: ignore[method-assign]

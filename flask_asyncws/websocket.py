@@ -46,6 +46,9 @@ INBOX_LIMIT = 32
 #: connection's Flask contexts alive.
 _QUIET = contextvars.Context()
 
+#: Sends in a row that did not let the event loop turn before one that does.
+_YIELD_EVERY = 16
+
 _SENDABLE_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})
 
 
@@ -145,6 +148,7 @@ class Websocket:
         "_reading",
         "_space",
         "_stopped",
+        "_unyielded",
         "_thread",
         "_waiter",
         "_watch_pending",
@@ -181,6 +185,7 @@ class Websocket:
         self._watch_pending = False
         self._reading = False
         self._stopped = False
+        self._unyielded = 0
         #: Called when the client goes away while no receive() is waiting.
         self.on_disconnect: t.Callable[[], None] | None = None
 
@@ -265,8 +270,20 @@ class Websocket:
     def receive(self) -> t.Any:
         """The next message from the client, ``str`` or ``bytes`` as sent."""
         current = getcurrent()
-        if isinstance(current, _BridgeGreenlet) and self._accepted and self._inbox and self._misuse is None:
-            return self._take()
+        if isinstance(current, _BridgeGreenlet) and self._accepted and self._misuse is None:
+            # The sync fast path: no coroutine layers between the handler and the server.
+            if self._inbox:
+                return self._take()
+            if self._watcher is None and self._waiter is None and not self._reading and not self.closed:
+                self._reading = True
+                try:
+                    while True:
+                        data = current.parent.switch(self._read_one(self._asgi_receive, notify=False))
+                        if data is not None:
+                            return data
+                finally:
+                    self._reading = False
+                    self._watch_soon()
         return self._dispatch("receive", self._receive)
 
     def send(self, data: str | bytes) -> t.Any:
@@ -281,6 +298,25 @@ class Websocket:
             raise ValueError(
                 f"Outgoing message of {len(data)} bytes exceeds ASYNCWS_MAX_MESSAGE_SIZE ({self._max_size})."
             )
+        current = getcurrent()
+        if (
+            isinstance(current, _BridgeGreenlet)
+            and self._accepted
+            and self._misuse is None
+            and not self.closed
+            and self._unyielded < _YIELD_EVERY - 1
+        ):
+            self._unyielded += 1
+            message = (
+                {"type": "websocket.send", "text": data}
+                if type(data) is str
+                else {"type": "websocket.send", "bytes": data}
+            )
+            try:
+                return current.parent.switch(self._asgi_send(message))
+            except OSError as exc:
+                self._disconnected(1006, "")
+                raise WebsocketDisconnect(1006) from exc
         return self._dispatch("send", self._send, data)
 
     def receive_json(self) -> t.Any:
@@ -311,7 +347,7 @@ class Websocket:
 
     # -- the two call forms --------------------------------------------
 
-    def _dispatch(self, name: str, factory: t.Callable[..., t.Awaitable[T]], *args: t.Any) -> t.Any:
+    def _dispatch(self, name: str, factory: t.Callable[..., t.Coroutine[t.Any, t.Any, T]], *args: t.Any) -> t.Any:
         if self._misuse is not None:
             self._raise_misuse()
         current = getcurrent()
@@ -423,6 +459,12 @@ class Websocket:
             await self._send_to_server({"type": "websocket.send", "text": data})
         else:
             await self._send_to_server({"type": "websocket.send", "bytes": data})
+        self._unyielded += 1
+        if self._unyielded >= _YIELD_EVERY:
+            # Once the client is gone hypercorn's send returns without ever
+            # suspending: let the loop turn, or a send loop never learns.
+            self._unyielded = 0
+            await asyncio.sleep(0)
 
     async def _close(self, code: int, reason: str) -> None:
         if self._closed is not None or self._disconnect is not None:

@@ -16,12 +16,12 @@ import typing as t
 import httpx
 import pytest
 from flask import Flask, abort, session
+from servers import LiveServer
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from flask_asyncws import AsyncWS, Blueprint, WebsocketDisconnect, websocket
 from flask_asyncws.testing import WebsocketResponseError
-from servers import LiveServer
 
 
 @dataclasses.dataclass
@@ -207,7 +207,7 @@ class _WireConnection:
             raise Closed(exc.rcvd.code, exc.rcvd.reason) from None
 
 
-Peer = t.Union[TestClientPeer, HypercornPeer]
+Peer = TestClientPeer | HypercornPeer
 
 
 @pytest.fixture(scope="module")

@@ -131,7 +131,7 @@ def ws_scope(path: str, **extra: t.Any) -> dict[str, t.Any]:
         "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
-        "headers": [(b"host", b"testserver")],
+        "headers": [(b"host", b"testserver"), (b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ==")],
         "scheme": "ws",
         "http_version": "1.1",
         "client": ("127.0.0.1", 5000),

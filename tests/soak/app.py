@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ctypes
 import gc
 import os
 import threading
@@ -36,6 +37,8 @@ asgi = app.asgi_app
 teardowns: collections.Counter[str] = collections.Counter()
 #: Messages whose contexts were not the connection's own.
 mismatches: list[str] = []
+#: Messages the ``/flood`` handler has handed to the server, per tag.
+flood_sent: collections.Counter[str] = collections.Counter()
 _teardown_log = os.environ.get("SOAK_TEARDOWN_LOG")
 
 
@@ -47,7 +50,7 @@ def count_teardown(error: BaseException | None) -> None:
     teardowns[tag] += 1
     if _teardown_log:
         with open(_teardown_log, "a") as f:
-            f.write(f"{tag}\n")
+            f.write(f"{tag} {time.time():.3f}\n")
 
 
 @app.websocket("/echo")
@@ -82,11 +85,16 @@ def json_uncaught() -> None:
 
 @app.websocket("/flood")
 async def flood() -> None:
-    """Send 64 KiB messages forever, to a client that may not read."""
+    """Send 256 MiB in 64 KiB messages, to a client that may not read.
+
+    Bounded, because hypercorn's send returns without yielding once the
+    client is gone, so an endless loop here would never let the loop run.
+    """
     chunk = b"x" * 65536
     await websocket.accept()
-    while True:
+    for _ in range(4096):
         await websocket.send(chunk)
+        flood_sent[websocket.args.get("n", "")] += 1
 
 
 @app.websocket("/block")
@@ -118,7 +126,6 @@ def _check(tag: str, message: str) -> None:
 def isolation() -> None:
     tag = request.args["n"]
     g.tag = tag
-    session["tag"] = tag
     while True:
         message = websocket.receive()
         _check(tag, message)
@@ -129,7 +136,6 @@ def isolation() -> None:
 async def aisolation() -> None:
     tag = request.args["n"]
     g.tag = tag
-    session["tag"] = tag
     while True:
         message = await websocket.receive()
         await asyncio.sleep(0)
@@ -146,6 +152,19 @@ def rss_kib() -> int:
     return -1
 
 
+def _trimmed_rss_kib() -> int:
+    """RSS after asking glibc to return free heap pages to the system.
+
+    Freed memory that the allocator keeps for reuse is not a leak; this tells
+    the two apart.
+    """
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        return -1
+    return rss_kib()
+
+
 def counts() -> dict[str, t.Any]:
     """What is alive in this process, after a full collection."""
     gc.collect()
@@ -157,7 +176,9 @@ def counts() -> dict[str, t.Any]:
         "request_contexts": RequestContext,
     }
     found = dict.fromkeys(kinds, 0)
-    for obj in gc.get_objects():
+    objects = gc.get_objects()
+    found["objects"] = len(objects)
+    for obj in objects:
         for name, kind in kinds.items():
             if isinstance(obj, kind):
                 found[name] += 1
@@ -167,6 +188,7 @@ def counts() -> dict[str, t.Any]:
         "tasks": len(asyncio.all_tasks()),
         "open_connections": len(asgi.connections),
         "rss_kib": rss_kib(),
+        "rss_trimmed_kib": _trimmed_rss_kib(),
         "teardowns": sum(teardowns.values()),
         "teardown_tags": len(teardowns),
         "teardown_repeats": sorted(tag for tag, n in teardowns.items() if n != 1)[:20],

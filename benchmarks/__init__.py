@@ -1,0 +1,1 @@
+"""Benchmarks for flask-asyncws: ``python -m benchmarks --help``."""

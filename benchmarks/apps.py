@@ -1,0 +1,105 @@
+"""The apps under test, each echoing text messages on the same paths.
+
+``/sync`` and ``/async`` are our two handler kinds, ``/session`` a sync handler
+behind a ``before_websocket`` hook that reads the cookie session. The other
+apps echo on ``/echo`` (the raw ASGI app on any path).
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+from flask import Flask, session
+
+from flask_asyncws import AsyncWS, websocket
+
+SECRET_KEY = "benchmark-secret"
+
+
+def make_flask_asyncws() -> Flask:
+    app = Flask("bench_asyncws")
+    app.secret_key = SECRET_KEY
+    AsyncWS(app)
+
+    @app.websocket("/sync")
+    def sync_echo() -> None:
+        while True:
+            websocket.send(websocket.receive())
+
+    @app.websocket("/async")
+    async def async_echo() -> None:
+        while True:
+            await websocket.send(await websocket.receive())
+
+    @app.before_websocket
+    def load_user() -> None:
+        if websocket.path == "/session" and "user" not in session:
+            websocket.close(1008)
+
+    @app.websocket("/session")
+    def session_echo() -> None:
+        while True:
+            websocket.send(websocket.receive())
+
+    return app
+
+
+def make_quart() -> t.Any:
+    from quart import Quart
+    from quart import websocket as qws
+
+    app = Quart("bench_quart")
+
+    @app.websocket("/echo")
+    async def echo() -> None:
+        while True:
+            await qws.send(await qws.receive())
+
+    return app
+
+
+async def raw_echo(scope: dict[str, t.Any], receive: t.Any, send: t.Any) -> None:
+    """The server's own ceiling: echo with nothing on top of ASGI."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"raw"})
+        return
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        if message.get("text") is not None:
+            await send({"type": "websocket.send", "text": message["text"]})
+        else:
+            await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})
+
+
+def make_flask_sock() -> Flask:
+    from flask_sock import Sock
+
+    app = Flask("bench_flask_sock")
+    sock = Sock(app)
+
+    @sock.route("/echo")
+    def echo(ws: t.Any) -> None:
+        while True:
+            ws.send(ws.receive())
+
+    return app
+
+
+def session_cookie() -> str:
+    """A session cookie value signed with the benchmark app's secret key."""
+    app = make_flask_asyncws()
+    serializer = app.session_interface.get_signing_serializer(app)  # type: ignore[attr-defined]
+    return serializer.dumps({"user": "bench"})

@@ -1,0 +1,93 @@
+"""Serve one benchmark app on an inherited listening socket, in this process.
+
+``python -m benchmarks.serve SERVER APP FD [--threads N]``. The runner opens the
+socket and passes its file descriptor, so there is no race for the port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+
+from .client import raise_fd_limit
+
+APPS = ("sync", "async", "session", "quart", "raw", "flask-sock")
+
+
+def load(app: str, server: str) -> object:
+    from . import apps
+
+    if app in ("sync", "async", "session"):
+        return apps.make_flask_asyncws().asgi_app  # type: ignore[attr-defined]
+    if app == "quart":
+        return apps.make_quart()
+    if app == "raw":
+        return apps.raw_echo
+    if app == "flask-sock":
+        return apps.make_flask_sock()
+    raise SystemExit(f"unknown app {app!r}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("server", choices=("hypercorn", "uvicorn", "gunicorn"))
+    parser.add_argument("app", choices=APPS)
+    parser.add_argument("fd", type=int)
+    parser.add_argument("--threads", type=int, default=100)
+    args = parser.parse_args(argv)
+    raise_fd_limit()
+    application = load(args.app, args.server)
+    if args.server == "gunicorn":
+        serve_gunicorn(application, args.fd, args.threads)
+        return
+    import uvloop
+
+    sock = socket.socket(fileno=args.fd)
+    if args.server == "hypercorn":
+        from hypercorn.asyncio import serve
+        from hypercorn.config import Config
+
+        config = Config()
+        config.bind = [f"fd://{args.fd}"]
+        config.accesslog = None
+        config.errorlog = "-"
+        config.loglevel = "WARNING"
+        config.graceful_timeout = 1.0
+        uvloop.run(serve(application, config))  # type: ignore[arg-type]
+    else:
+        import uvicorn
+
+        config = uvicorn.Config(
+            application, loop="uvloop", log_level="warning", lifespan="on", access_log=False, backlog=4096
+        )
+        server = uvicorn.Server(config)
+        uvloop.run(server.serve(sockets=[sock]))
+
+
+def serve_gunicorn(application: object, fd: int, threads: int) -> None:
+    """One gthread worker with a thread per connection, as Flask-Sock needs."""
+    from gunicorn.app.base import BaseApplication
+
+    class App(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for key, value in {
+                "bind": f"fd://{fd}",
+                "workers": 1,
+                "worker_class": "gthread",
+                "threads": threads,
+                "worker_connections": threads + 10,
+                "backlog": 4096,
+                "timeout": 120,
+                "loglevel": "warning",
+            }.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> object:
+            return application
+
+    App().run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""Reports code that blocks the event loop, with the stack where it blocks.
+
+A sync handler runs on the event loop, so ``time.sleep()`` or a blocking
+driver call in it stalls every other connection. That is easy to do and hard
+to notice, so each loop serving websockets gets a :class:`Watchdog`: the loop
+stamps a heartbeat every few milliseconds, and a daemon thread that finds the
+heartbeat stale logs a warning on the ``flask_asyncws`` logger naming the
+websocket being served and the loop thread's stack *at that moment*, which is
+where it is blocked. ``run_sync()`` is the cure the warning suggests.
+
+The hot path pays nothing per message: the heartbeat is one timer callback per
+interval, and it only runs while a watched connection is open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import threading
+import time
+import traceback
+import typing as t
+
+logger = logging.getLogger("flask_asyncws")
+
+#: Live watchdogs by loop; each removes itself when its loop closes.
+_watchdogs: dict[asyncio.AbstractEventLoop, Watchdog] = {}
+_watchdogs_lock = threading.Lock()
+
+
+def watchdog_for(threshold_ms: float, loop: asyncio.AbstractEventLoop | None = None) -> Watchdog:
+    """The watchdog of ``loop`` (default: the running loop), made on first use.
+
+    One per loop: the first caller's ``threshold_ms`` wins, as every app on a
+    loop shares its delays.
+    """
+    if loop is None:
+        loop = asyncio.get_running_loop()
+    with _watchdogs_lock:
+        dog = _watchdogs.get(loop)
+        if dog is None:
+            dog = _watchdogs[loop] = Watchdog(loop, threshold_ms / 1000)
+        return dog
+
+
+class Watchdog:
+    """Watches one event loop for stretches longer than ``threshold`` seconds.
+
+    The loop is reported blocked only when it has missed its heartbeat by more
+    than ``threshold`` plus one interval, so every report is a real block of
+    at least ``threshold``.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, threshold: float) -> None:
+        if threshold <= 0:
+            raise ValueError("The blocking threshold must be positive.")
+        self.loop = loop
+        self.threshold = threshold
+        #: Heartbeat period; a quarter of the threshold keeps reports prompt.
+        self.interval = threshold / 4
+        self._labels: dict[asyncio.Task[t.Any], str] = {}
+        self._beat = time.monotonic()
+        self._reported_beat: float | None = None
+        self._loop_thread: int | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- loop side --------------------------------------------------------
+
+    @contextlib.contextmanager
+    def watching(self, label: str) -> t.Iterator[None]:
+        """Name the current task ``label`` in reports while the block runs.
+
+        Call it on the loop, in the task serving the connection.
+        """
+        task = asyncio.current_task(self.loop)
+        if task is None:
+            raise RuntimeError("Watchdog.watching() must be used in a task on the watched loop.")
+        previous = self._labels.get(task)
+        self._labels[task] = label
+        if self._timer is None:
+            self._start()
+        try:
+            yield
+        finally:
+            if previous is None:
+                self._labels.pop(task, None)
+            else:
+                self._labels[task] = previous
+            self._resumed()
+            if not self._labels and self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    def _start(self) -> None:
+        self._loop_thread = threading.get_ident()
+        self._tick()
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._watch, name="flask_asyncws-watchdog", daemon=True)
+            self._thread.start()
+        self._wake.set()
+
+    def _tick(self) -> None:
+        now = self._resumed()
+        self._beat = now
+        self._timer = self.loop.call_later(self.interval, self._tick)
+
+    def _resumed(self) -> float:
+        """Log how long a reported block lasted, once the loop runs again."""
+        now = time.monotonic()
+        reported = self._reported_beat
+        if reported is not None:
+            self._reported_beat = None
+            logger.info("The event loop ran again after being blocked for %.0f ms.", (now - reported) * 1000)
+        return now
+
+    # -- watchdog thread ------------------------------------------------
+
+    def _watch(self) -> None:
+        try:
+            self._watch_until_closed()
+        finally:
+            with _watchdogs_lock:
+                if _watchdogs.get(self.loop) is self:
+                    del _watchdogs[self.loop]
+
+    def _watch_until_closed(self) -> None:
+        while not self.loop.is_closed():
+            if self._timer is None:
+                self._wake.clear()
+                if self._timer is None:
+                    self._wake.wait(1.0)
+                continue
+            time.sleep(self.interval)
+            beat = self._beat
+            stale = time.monotonic() - beat
+            if stale > self.threshold + self.interval and self._reported_beat != beat and self._timer is not None:
+                self._reported_beat = beat
+                self._report(stale - self.interval)
+
+    def _report(self, blocked: float) -> None:
+        frame = sys._current_frames().get(self._loop_thread or 0)
+        stack = "".join(traceback.format_stack(frame)) if frame is not None else "(stack unavailable)\n"
+        task = asyncio.current_task(self.loop)
+        label = self._labels.get(task) if task is not None else None
+        logger.warning(
+            "Websocket %s has blocked the event loop for over %.0f ms; every other connection is waiting."
+            " Run blocking calls with run_sync(). It is blocked here:\n%s",
+            label or (task.get_name() if task is not None else "(no task)"),
+            blocked * 1000,
+            stack.rstrip("\n"),
+        )
