@@ -17,6 +17,7 @@ import concurrent.futures
 import functools
 import threading
 import time
+import types
 import typing as t
 
 from greenlet import getcurrent, greenlet
@@ -106,6 +107,53 @@ def await_(awaitable: t.Awaitable[T]) -> T:
         " In an async function use 'await' instead; in other sync code run the"
         " coroutine with asyncio.run()."
     )
+
+
+def wait_in(current: greenlet, awaitable: t.Awaitable[T]) -> T:
+    """Wait for ``awaitable`` from the bridge greenlet ``current``.
+
+    A coroutine is first stepped right here: most sends and many receives
+    finish without suspending, and then no switch to the driver is needed.
+    Only for the extension's own coroutines and the server's: user coroutines
+    must run outside the greenlet, where the websocket API is the async one.
+    """
+    if type(awaitable) is types.CoroutineType:
+        try:
+            pending = awaitable.send(None)
+        except StopIteration as done:
+            return t.cast(T, done.value)
+        return t.cast(T, current.parent.switch(_Resumed(awaitable, pending)))
+    return t.cast(T, current.parent.switch(awaitable))
+
+
+class _Resumed:
+    """The rest of a coroutine stepped in a greenlet, for its driver to await."""
+
+    __slots__ = ("_coro", "_pending")
+
+    def __init__(self, coro: types.CoroutineType[t.Any, t.Any, t.Any], pending: t.Any) -> None:
+        self._coro = coro
+        self._pending = pending
+
+    def __await__(self) -> t.Generator[t.Any, t.Any, t.Any]:
+        coro, value = self._coro, self._pending
+        self._pending = None
+        while True:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:
+                try:
+                    value = coro.throw(exc)
+                except StopIteration as done:
+                    return done.value
+            else:
+                try:
+                    value = coro.send(sent)
+                except StopIteration as done:
+                    return done.value
 
 
 async def _as_coroutine(awaitable: t.Awaitable[T]) -> T:

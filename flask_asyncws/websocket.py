@@ -26,7 +26,7 @@ from greenlet import getcurrent
 from werkzeug.datastructures import Headers
 from werkzeug.sansio.utils import get_current_url
 
-from .bridge import _BridgeGreenlet, await_, current_portal
+from .bridge import _BridgeGreenlet, await_, current_portal, wait_in
 
 if t.TYPE_CHECKING:
     from werkzeug.datastructures import Authorization, ImmutableMultiDict, MultiDict
@@ -278,7 +278,7 @@ class Websocket:
                 self._reading = True
                 try:
                     while True:
-                        data = current.parent.switch(self._read_one(self._asgi_receive, notify=False))
+                        data = wait_in(current, self._read_one(self._asgi_receive, notify=False))
                         if data is not None:
                             return data
                 finally:
@@ -313,7 +313,7 @@ class Websocket:
                 else {"type": "websocket.send", "bytes": data}
             )
             try:
-                return current.parent.switch(self._asgi_send(message))
+                return wait_in(current, self._asgi_send(message))
             except OSError as exc:
                 self._disconnected(1006, "")
                 raise WebsocketDisconnect(1006) from exc
@@ -352,7 +352,7 @@ class Websocket:
             self._raise_misuse()
         current = getcurrent()
         if isinstance(current, _BridgeGreenlet):
-            return current.parent.switch(factory(*args))
+            return wait_in(current, factory(*args))
         if threading.get_ident() != self._thread:
             portal = current_portal()
             if portal is not None and portal.owner is self:
