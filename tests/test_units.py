@@ -247,3 +247,22 @@ def test_lifespan_runs_serving_hooks_and_reports_failure() -> None:
 
     sent = asyncio.run(run(["lifespan.startup"]))
     assert sent == [{"type": "lifespan.startup.failed", "message": "RuntimeError: database unreachable"}]
+
+
+def test_url_for_builds_wss_under_tls() -> None:
+    from flask import url_for
+
+    app = Flask(__name__)
+    AsyncWS(app)
+
+    @app.route("/page")
+    def page() -> str:
+        return ""
+
+    @app.websocket("/ws")
+    def handler() -> None:
+        websocket.send(f"{url_for('handler')} {url_for('page', _external=True)} {websocket.url} {websocket.is_secure}")
+
+    scope = ws_scope("/ws", scheme="wss", server=("127.0.0.1", 443))
+    sent = asyncio.run(drive(app, scope, [{"type": "websocket.connect"}]))
+    assert sent[1]["text"] == "wss://testserver/ws https://testserver/page wss://testserver/ws True"
