@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import contextvars
 import inspect
 import logging
@@ -159,15 +158,14 @@ class Connection:
         self.websocket.on_disconnect = self._interrupt
         self.websocket._watch_soon()  # usually the handler is receiving before the loop turns
         warn_ms = self.settings.blocking_warn_ms
-        watching = (
-            watchdog_for(warn_ms).watching(self.websocket.endpoint or self.websocket.path)
-            if warn_ms is not None
-            else contextlib.nullcontext()
-        )
+        watchdog = None if warn_ms is None or self.task is None else watchdog_for(warn_ms)
+        if watchdog is not None:
+            watchdog.watch(self.task, self.websocket.endpoint or self.websocket.path)  # type: ignore[arg-type]
         try:
-            with watching:
-                await greenlet_spawn(self.handle, _interrupt=self._take_interrupt)
+            await greenlet_spawn(self.handle, _interrupt=self._take_interrupt)
         finally:
+            if watchdog is not None:
+                watchdog.unwatch(self.task)  # type: ignore[arg-type]
             self.websocket.stop_watching()
             if self._interrupting:
                 self._take_interrupt()

@@ -79,21 +79,27 @@ class Watchdog:
         task = asyncio.current_task(self.loop)
         if task is None:
             raise RuntimeError("Watchdog.watching() must be used in a task on the watched loop.")
+        previous = self.watch(task, label)
+        try:
+            yield
+        finally:
+            self.unwatch(task, previous)
+
+    def watch(self, task: asyncio.Task[t.Any], label: str) -> str | None:
+        """Start naming ``task`` ``label`` in reports; returns the label it replaces."""
         previous = self._labels.get(task)
         self._labels[task] = label
         if self._timer is None:
             self._start()
-        try:
-            yield
-        finally:
-            if previous is None:
-                self._labels.pop(task, None)
-            else:
-                self._labels[task] = previous
-            self._resumed()
-            if not self._labels and self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+        return previous
+
+    def unwatch(self, task: asyncio.Task[t.Any], previous: str | None = None) -> None:
+        """Stop naming ``task``; the heartbeat stops at its next tick once none is left."""
+        if previous is None:
+            self._labels.pop(task, None)
+        else:
+            self._labels[task] = previous
+        self._resumed()
 
     def _start(self) -> None:
         self._loop_thread = threading.get_ident()
@@ -106,7 +112,9 @@ class Watchdog:
     def _tick(self) -> None:
         now = self._resumed()
         self._beat = now
-        self._timer = self.loop.call_later(self.interval, self._tick)
+        # Keep beating while anything is watched; connections come and go
+        # faster than restarting the timer for each would be worth.
+        self._timer = self.loop.call_later(self.interval, self._tick) if self._labels else None
 
     def _resumed(self) -> float:
         """Log how long a reported block lasted, once the loop runs again."""
