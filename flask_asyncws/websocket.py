@@ -42,10 +42,6 @@ T = t.TypeVar("T")
 #: connection stops reading, so the server's own buffer applies backpressure.
 INBOX_LIMIT = 32
 
-#: Watcher tasks start from an empty context: they must not keep the
-#: connection's Flask contexts alive.
-_QUIET = contextvars.Context()
-
 #: Sends in a row that did not let the event loop turn before one that does.
 _YIELD_EVERY = 16
 
@@ -509,7 +505,10 @@ class Websocket:
     def _watch_soon(self) -> None:
         if not self._watch_pending and self._disconnect is None and not self._stopped:
             self._watch_pending = True
-            self._loop.call_soon(self._watch_if_busy, context=_QUIET)
+            # A fresh empty context: the watcher must not keep the connection's
+            # Flask contexts alive (and one shared Context cannot be entered by
+            # two loops' threads at once).
+            self._loop.call_soon(self._watch_if_busy, context=contextvars.Context())
 
     def _watch_if_busy(self) -> None:
         self._watch_pending = False

@@ -831,3 +831,35 @@ def test_websocket_calls_work_as_tasks_and_with_wait_for(serve: t.Any) -> None:
         ws.send("two")
         assert ws.recv(timeout=5) == "two"
         assert closed(ws).code == 1000
+
+
+def test_misuse_errors_say_what_to_do(serve: t.Any) -> None:
+    app = make_app()
+    errors: list[str] = []
+
+    @app.websocket("/ws")
+    async def handler() -> None:
+        await websocket.accept()
+        first = asyncio.create_task(websocket.receive())
+        await asyncio.sleep(0)
+        try:
+            await websocket.receive()
+        except RuntimeError as exc:
+            errors.append(str(exc))
+        try:
+            await websocket.send(42)  # type: ignore[arg-type]
+        except TypeError as exc:
+            errors.append(str(exc))
+        try:
+            await websocket.close(1006)
+        except ValueError as exc:
+            errors.append(str(exc))
+        await websocket.send(await first)
+
+    srv = serve(app)
+    with connect(srv.ws_url + "/ws") as ws:
+        ws.send("after the errors")
+        assert ws.recv(timeout=5) == "after the errors"
+    assert "receive from one task only" in errors[0]
+    assert "use send_json() for other objects" in errors[1]
+    assert "not a close code an endpoint may send" in errors[2]
