@@ -206,12 +206,19 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def measure(stats: Stats, seconds: float) -> dict[str, t.Any]:
-    """Open the window, wait, close it; the client's own CPU share included."""
+async def measure(stats: Stats, seconds: float, min_count: int = 0) -> dict[str, t.Any]:
+    """Open the window, wait, close it; the client's own CPU share included.
+
+    The window stays open past ``seconds`` until ``min_count`` round trips
+    were counted or an error seen (the deadline bounds it), so a short smoke run on a busy
+    machine still measures work instead of an empty window.
+    """
     cpu0, wall0 = cpu_seconds(), time.perf_counter()
     stats.measuring = True
     emit(event="start")
     await asyncio.sleep(seconds)
+    while stats.count < min_count and not stats.errors:
+        await asyncio.sleep(0.05)
     stats.measuring = False
     elapsed = time.perf_counter() - wall0
     result = stats.summary(elapsed)
@@ -228,7 +235,7 @@ async def echo(args: argparse.Namespace) -> dict[str, t.Any]:
     result: dict[str, t.Any] = {"opened": len(conns)}
     if args.warmup:
         await asyncio.sleep(args.warmup)
-    result.update(await measure(stats, args.duration))
+    result.update(await measure(stats, args.duration, args.min_count))
     stats.stopping = True
     await asyncio.gather(*(c.close() for c in conns))
     return result
@@ -257,7 +264,7 @@ async def handshake(args: argparse.Namespace) -> dict[str, t.Any]:
 
     workers = [asyncio.ensure_future(worker()) for _ in range(args.connections)]
     await asyncio.sleep(args.warmup)
-    result = await measure(stats, args.duration)
+    result = await measure(stats, args.duration, args.min_count)
     stats.stopping = True
     await asyncio.wait(workers, timeout=15)
     return result
@@ -308,7 +315,7 @@ async def scale(args: argparse.Namespace) -> dict[str, t.Any]:
         conn.paced = 1.0
         conn.next_send = loop.call_later(random.random(), conn.send)
     await asyncio.sleep(args.warmup)
-    window = asyncio.ensure_future(measure(stats, args.duration))
+    window = asyncio.ensure_future(measure(stats, args.duration, args.min_count))
     while not window.done():
         await asyncio.wait((window,), timeout=1.0)
         now = time.perf_counter()
@@ -336,6 +343,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--connections", type=int, default=1)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--min-count", type=int, default=0, help="keep measuring until this many round trips")
     parser.add_argument("--cookie", default=None)
     parser.add_argument("--stages", type=lambda s: [int(x) for x in s.split(",")], default=[100])
     parser.add_argument("--hold", type=float, default=60.0, help="idle mode: longest wait for the runner per stage")

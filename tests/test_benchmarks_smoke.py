@@ -77,8 +77,8 @@ def test_http_benchmark_runs() -> None:
         text=True,
         timeout=180,
     )
-    # 1 only reports a missed target: figures from a one-second run are not judged here.
-    assert done.returncode in (0, 1), done.stderr[-2000:]
+    # 3 only reports a missed target: figures from a one-second run are not judged here.
+    assert done.returncode in (0, 3), done.stderr[-2000:]
     assert "route    ratio" in done.stdout
     for configuration in ("asgiws", "hypercorn-wsgi", "a2wsgi"):
         assert configuration in done.stdout
