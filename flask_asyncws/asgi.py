@@ -86,8 +86,18 @@ class ASGIApp:
         self.connections.add(connection)
         try:
             await connection.serve()
+        except asyncio.CancelledError:
+            pass
+        else:
+            return
         finally:
             self.connections.discard(connection)
+        # Cancelled by the server, whose task keeps the error it ends with. Raised afresh
+        # and with the connection out of this frame, that error holds nothing of ours:
+        # the caught one's traceback would keep every frame and object of the connection
+        # alive until a full gc pass (slow at shutdown with many connections).
+        del connection
+        raise asyncio.CancelledError
 
     async def lifespan(self, receive: ASGIReceive, send: ASGISend) -> None:
         while True:
@@ -167,6 +177,7 @@ class Connection:
             if watchdog is not None:
                 watchdog.unwatch(self.task)  # type: ignore[arg-type]
             self.websocket.stop_watching()
+            self.websocket.on_disconnect = None  # no cycle: the connection is freed on return
             if self._interrupting:
                 self._take_interrupt()
         task = self.task
@@ -208,6 +219,7 @@ class Connection:
             raise
         finally:
             self._teardown(error)
+            error = None  # no cycle through this frame
 
     def _going_away(self) -> None:
         """The server is cancelling us (shutdown): tell the client, not just drop it."""
@@ -233,7 +245,10 @@ class Connection:
                 raise
             except Exception as exc:
                 rv = app.handle_user_exception(exc)
-            self._finish(rv)
+            try:
+                self._finish(rv)
+            finally:
+                rv = None  # a handled HTTPException is its own response: no cycle through its traceback
         except WebsocketDisconnect:
             raise
         except Exception as exc:

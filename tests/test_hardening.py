@@ -8,17 +8,19 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import gc
 import json
 import logging
 import signal
 import socket
 import time
 import typing as t
+import weakref
 
 import kosoku
 import pytest
 import websockets
-from flask import Flask
+from flask import Flask, abort, request, session
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from servers import LiveServer
@@ -72,6 +74,98 @@ def test_churn_leaves_nothing_behind() -> None:
     assert after["teardowns"] == after["teardown_tags"] and not after["teardown_repeats"]
     # Freed memory the allocator keeps is reuse, not a leak: compare after trimming.
     assert after["rss_trimmed_kib"] - before["rss_trimmed_kib"] < 16 * 1024, figures
+
+
+def _freed_app() -> tuple[Flask, list[weakref.ref[t.Any]]]:
+    """An app recording a weak reference to each connection's request."""
+    app = Flask("freed_app")
+    app.secret_key = "test"
+    # pytest keeps every log record, and with the error's traceback the request.
+    app.logger.disabled = True
+    AsyncWS(app)
+    requests: list[weakref.ref[t.Any]] = []
+
+    @app.before_websocket
+    def remember() -> t.Any:
+        requests.append(weakref.ref(request._get_current_object()))  # type: ignore[attr-defined]
+        session["seen"] = True
+        if websocket.path == "/refused":
+            abort(401)
+        return None
+
+    @app.websocket("/sync")
+    def sync_echo() -> None:
+        while True:
+            websocket.send(websocket.receive())
+
+    @app.websocket("/async")
+    async def async_echo() -> None:
+        while True:
+            await websocket.send(await websocket.receive())
+
+    @app.websocket("/refused")
+    def refused() -> None:  # pragma: no cover - the hook refuses first
+        pass
+
+    @app.websocket("/fails")
+    def fails() -> None:
+        websocket.accept()
+        websocket.receive()
+        raise RuntimeError("fails after accept")
+
+    return app, requests
+
+
+def _wait_freed(refs: list[weakref.ref[t.Any]], count: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while len(refs) < count or any(ref() is not None for ref in refs):
+        assert time.monotonic() < deadline, f"{sum(ref() is not None for ref in refs)} of {len(refs)} never freed"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("route", ["/sync", "/async", "/refused", "/fails"])
+def test_a_finished_connection_is_freed_without_the_cycle_collector(
+    serve: t.Callable[..., LiveServer], route: str
+) -> None:
+    """Nothing of a connection waits for a gc pass: with many connections
+    ending at once (a shutdown), collecting them would stall the loop."""
+    app, refs = _freed_app()
+    server = serve(app)
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(5):
+            try:
+                with connect(server.ws_url + route, open_timeout=5) as ws:
+                    ws.send("hello")
+                    ws.recv(5)
+            except (websockets.InvalidStatus, websockets.ConnectionClosedError):
+                pass
+        _wait_freed(refs, 5)
+    finally:
+        gc.enable()
+
+
+@pytest.mark.parametrize("server_name", ["hypercorn", "uvicorn"])
+def test_connections_ended_by_shutdown_are_freed_without_the_cycle_collector(server_name: str) -> None:
+    """Hypercorn cancels the handlers once its graceful timeout is over;
+    uvicorn disconnects them."""
+    app, refs = _freed_app()
+    options = {"graceful_timeout": 0.1} if server_name == "hypercorn" else {"timeout_graceful_shutdown": 1}
+    server = LiveServer(app.asgi_app, server_name, **options).start()
+    gc.collect()
+    gc.disable()
+    try:
+        clients = [connect(server.ws_url + route, open_timeout=5) for route in ("/sync", "/async")]
+        for ws in clients:
+            ws.send("hello")
+            assert ws.recv(5) == "hello"
+        server.stop()
+        _wait_freed(refs, 2)
+        for ws in clients:
+            ws.close()
+    finally:
+        gc.enable()
 
 
 # -- 3. slow and hostile clients -------------------------------------------
