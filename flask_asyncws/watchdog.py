@@ -48,9 +48,11 @@ def watchdog_for(threshold_ms: float, loop: asyncio.AbstractEventLoop | None = N
 class Watchdog:
     """Watches one event loop for stretches longer than ``threshold`` seconds.
 
-    The loop is reported blocked only when it has missed its heartbeat by more
-    than ``threshold`` plus one interval, so every report is a real block of
-    at least ``threshold``.
+    A report names a watched connection only when that connection's task has
+    held the loop by itself for over ``threshold``: it was running at two
+    samples that far apart with no heartbeat between them. A loop merely busy
+    with many short steps (a burst of connections ending at shutdown) is not
+    any handler's fault and is not reported.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, threshold: float) -> None:
@@ -63,6 +65,8 @@ class Watchdog:
         self._labels: dict[asyncio.Task[t.Any], str] = {}
         self._beat = time.monotonic()
         self._reported_beat: float | None = None
+        #: The task seen running, the heartbeat then, and since when.
+        self._suspect: tuple[asyncio.Task[t.Any] | None, float, float] = (None, 0.0, 0.0)
         self._loop_thread: int | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._wake = threading.Event()
@@ -143,21 +147,28 @@ class Watchdog:
                     self._wake.wait(1.0)
                 continue
             time.sleep(self.interval)
-            beat = self._beat
-            stale = time.monotonic() - beat
-            if stale > self.threshold + self.interval and self._reported_beat != beat and self._timer is not None:
-                self._reported_beat = beat
-                self._report(stale - self.interval)
+            self._sample()
 
-    def _report(self, blocked: float) -> None:
+    def _sample(self) -> None:
+        task, beat, now = asyncio.current_task(self.loop), self._beat, time.monotonic()
+        suspect, suspect_beat, since = self._suspect
+        if task is None or task is not suspect or beat != suspect_beat:
+            self._suspect = (task, beat, now)
+            return
+        held = now - since
+        if held > self.threshold and self._reported_beat != beat and self._timer is not None:
+            label = self._labels.get(task)
+            if label is not None:
+                self._reported_beat = beat
+                self._report(label, held)
+
+    def _report(self, label: str, blocked: float) -> None:
         frame = sys._current_frames().get(self._loop_thread or 0)
         stack = "".join(traceback.format_stack(frame)) if frame is not None else "(stack unavailable)\n"
-        task = asyncio.current_task(self.loop)
-        label = self._labels.get(task) if task is not None else None
         logger.warning(
             "Websocket %s has blocked the event loop for over %.0f ms; every other connection is waiting."
             " Run blocking calls with run_sync(). It is blocked here:\n%s",
-            label or (task.get_name() if task is not None else "(no task)"),
+            label,
             blocked * 1000,
             stack.rstrip("\n"),
         )

@@ -391,6 +391,26 @@ def test_watchdog_reports_block_with_stack_in_harness(caplog: pytest.LogCaptureF
     assert any("ran again after being blocked" in r.getMessage() for r in caplog.records)
 
 
+def test_watchdog_does_not_blame_a_loop_busy_with_many_short_steps(caplog: pytest.LogCaptureFixture) -> None:
+    """60 connections each taking 5 ms in one loop turn hold the loop 300 ms,
+    as many connections ending at once do; no one of them blocked it."""
+
+    async def connection(n: int) -> None:
+        with watchdog_for(100).watching(f"/c{n}"):
+            time.sleep(0.005)
+
+    async def main() -> None:
+        with watchdog_for(100).watching("/main"):
+            for _ in range(3):
+                started = time.monotonic()
+                await asyncio.gather(*(connection(n) for n in range(60)))
+                assert time.monotonic() - started > 0.25
+
+    with caplog.at_level(logging.WARNING, "flask_asyncws"):
+        asyncio.run(main())
+    assert [r.getMessage() for r in caplog.records] == []
+
+
 def test_blocking_handler_is_reported_and_run_sync_cures_it(caplog: pytest.LogCaptureFixture) -> None:
     with (
         LiveServer(_watched(soak_app.asgi_app, 100), "hypercorn") as server,
