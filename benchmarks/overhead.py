@@ -22,6 +22,15 @@ import uvloop
 from . import apps
 
 PAYLOAD = "x" * 64
+#: A browser-like handshake; the key must be valid or the app refuses it.
+HEADERS = [
+    (b"host", b"127.0.0.1"),
+    (b"user-agent", b"bench"),
+    (b"upgrade", b"websocket"),
+    (b"connection", b"Upgrade"),
+    (b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ=="),
+    (b"sec-websocket-version", b"13"),
+]
 
 
 async def drive(app: t.Any, path: str, messages: int) -> float:
@@ -57,7 +66,7 @@ async def drive(app: t.Any, path: str, messages: int) -> float:
         "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
-        "headers": [(b"host", b"127.0.0.1")],
+        "headers": HEADERS,
         "client": ("127.0.0.1", 1),
         "server": ("127.0.0.1", 2),
         "subprotocols": [],
@@ -82,25 +91,31 @@ async def handshakes(app: t.Any, path: str, count: int) -> float:
         "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
-        "headers": [(b"host", b"127.0.0.1"), (b"user-agent", b"bench"), (b"sec-websocket-version", b"13")],
+        "headers": HEADERS,
         "client": ("127.0.0.1", 1),
         "server": ("127.0.0.1", 2),
         "subprotocols": [],
         "extensions": {},
     }
+    echoed = 0
     started = time.process_time()
     for _ in range(count):
         inbox: asyncio.Queue[dict[str, t.Any]] = asyncio.Queue()
         inbox.put_nowait({"type": "websocket.connect"})
 
         async def send(event: dict[str, t.Any], inbox: asyncio.Queue[dict[str, t.Any]] = inbox) -> None:
+            nonlocal echoed
             if event["type"] == "websocket.accept":
                 loop.call_soon(inbox.put_nowait, {"type": "websocket.receive", "text": PAYLOAD})
             elif event["type"] == "websocket.send":
+                echoed += 1
                 loop.call_soon(inbox.put_nowait, {"type": "websocket.disconnect", "code": 1000})
 
         await asyncio.wait_for(app(dict(scope), inbox.get, send), 10)
-    return (time.process_time() - started) / count
+    seconds = time.process_time() - started
+    if echoed != count:
+        raise RuntimeError(f"{path}: {count - echoed} of {count} connections were not accepted and echoed")
+    return seconds / count
 
 
 def lifespan(app: t.Any) -> t.Any:

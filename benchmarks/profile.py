@@ -1,6 +1,7 @@
 """Profile a server under echo load with py-spy and print where the time goes.
 
 ``python -m benchmarks.profile sync uvicorn --connections 100 --seconds 10``
+(``--mode handshake`` profiles opening and closing connections instead)
 (needs ``pip install py-spy``). Prints the functions with the most samples,
 by self time and by inclusive time, and writes the collapsed stacks next to
 the given ``--out`` path for a flame graph.
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     apps = {label: (app, path) for label, app, path in (*ECHO_APPS, FLASK_SOCK)}
     parser.add_argument("app", choices=apps)
     parser.add_argument("server", choices=("hypercorn", "uvicorn", "gunicorn"))
+    parser.add_argument("--mode", choices=("echo", "handshake"), default="echo")
     parser.add_argument("--connections", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--top", type=int, default=25)
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         recorder = threading.Thread(target=subprocess.run, args=(spy,), kwargs={"capture_output": True})
         load = threading.Thread(
             target=drive,
-            args=(server, "echo", path),
+            args=(server, args.mode, path),
             kwargs={
                 "deadline": args.seconds + 120,
                 "connections": args.connections,
