@@ -2,7 +2,8 @@
 
 ``/sync`` and ``/async`` are our two handler kinds, ``/session`` a sync handler
 behind a ``before_websocket`` hook that reads the cookie session. The other
-apps echo on ``/echo`` (the raw ASGI app on any path).
+apps echo on ``/echo`` (the raw ASGI app on any path, the Flask-context floor
+on ``/floor``).
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from __future__ import annotations
 import typing as t
 
 from flask import Flask, session
+from werkzeug.routing import Rule
 
 from flask_asyncws import AsyncWS, websocket
+from flask_asyncws.http import build_environ
 
 SECRET_KEY = "benchmark-secret"
 
@@ -49,6 +52,7 @@ def make_quart() -> t.Any:
     from quart import websocket as qws
 
     app = Quart("bench_quart")
+    app.secret_key = SECRET_KEY  # as ours: both open the cookie session per connection
 
     @app.websocket("/echo")
     async def echo() -> None:
@@ -82,6 +86,31 @@ async def raw_echo(scope: dict[str, t.Any], receive: t.Any, send: t.Any) -> None
             await send({"type": "websocket.send", "text": message["text"]})
         else:
             await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})
+
+
+def make_context_floor() -> t.Any:
+    """The least any extension giving handlers Flask's context can cost.
+
+    The raw echo, holding a Flask request context (cookie session included,
+    with the same secret key as our app) for each connection: what ``g``,
+    ``session``, ``url_for`` and ``current_app`` need. No hooks, no handler
+    dispatch, nothing else of ours.
+    """
+    app = Flask("bench_floor")
+    app.secret_key = SECRET_KEY
+    app.url_map.add(Rule("/floor", endpoint="floor", websocket=True))
+
+    async def floor(scope: dict[str, t.Any], receive: t.Any, send: t.Any) -> None:
+        if scope["type"] != "websocket":
+            return await raw_echo(scope, receive, send)
+        context = app.request_context(build_environ(scope))
+        context.push()
+        try:
+            await raw_echo(scope, receive, send)
+        finally:
+            context.pop()
+
+    return floor
 
 
 def make_flask_sock() -> Flask:

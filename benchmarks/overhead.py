@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     ours = apps.make_flask_asyncws().asgi_app  # type: ignore[attr-defined]
     quart = apps.make_quart()
     cases = {"raw": (apps.raw_echo, "/"), "sync": (ours, "/sync"), "async": (ours, "/async"), "quart": (quart, "/echo")}
+    floor = {"flask-ctx": (apps.make_context_floor(), "/floor")}
 
     async def run() -> dict[str, list[float]]:
         await lifespan(quart)()
@@ -154,9 +155,9 @@ def main(argv: list[str] | None = None) -> None:
         return results
 
     async def run_handshakes() -> dict[str, list[float]]:
-        results: dict[str, list[float]] = {name: [] for name in cases}
+        results: dict[str, list[float]] = {name: [] for name in {**cases, **floor}}
         for _ in range(args.repeat):
-            for name, (app, path) in cases.items():
+            for name, (app, path) in {**cases, **floor}.items():
                 results[name].append(await handshakes(app, path, args.messages // 20))
         return results
 

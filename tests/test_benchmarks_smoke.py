@@ -48,6 +48,7 @@ def test_every_configuration_ran(results: list[dict]) -> None:
             for group in ("echo", "handshake", "memory"):
                 assert (group, server, app) in seen
         assert ("handshake", server, "session") in seen
+        assert ("handshake", server, "flask-ctx") in seen and ("memory", server, "flask-ctx") in seen
         assert ("scale", server, "sync") in seen
     for group in ("echo", "handshake", "memory"):
         assert (group, "gunicorn", "flask-sock") in seen
