@@ -156,16 +156,16 @@ def test_connections_ended_by_shutdown_are_freed_without_the_cycle_collector(ser
     gc.collect()
     gc.disable()
     try:
-        clients = [connect(server.ws_url + route, open_timeout=5) for route in ("/sync", "/async")]
-        for ws in clients:
-            ws.send("hello")
-            assert ws.recv(5) == "hello"
-        server.stop()
-        _wait_freed(refs, 2)
-        for ws in clients:
-            ws.close()
+        with contextlib.ExitStack() as stack:
+            clients = [stack.enter_context(connect(server.ws_url + r, open_timeout=5)) for r in ("/sync", "/async")]
+            for ws in clients:
+                ws.send("hello")
+                assert ws.recv(5) == "hello"
+            server.stop()
+            _wait_freed(refs, 2)
     finally:
         gc.enable()
+        server.stop()
 
 
 # -- 3. slow and hostile clients -------------------------------------------
