@@ -854,10 +854,14 @@ def test_misuse_errors_say_what_to_do(serve: t.Any) -> None:
             await websocket.close(1006)
         except ValueError as exc:
             errors.append(str(exc))
+        # Only now may the client send: a message that arrived earlier would
+        # have completed ``first`` before the second receive.
+        await websocket.send("checked")
         await websocket.send(await first)
 
     srv = serve(app)
     with connect(srv.ws_url + "/ws") as ws:
+        assert ws.recv(timeout=5) == "checked"
         ws.send("after the errors")
         assert ws.recv(timeout=5) == "after the errors"
     assert "receive from one task only" in errors[0]
