@@ -147,6 +147,7 @@ class Websocket:
         "_unyielded",
         "_thread",
         "_waiter",
+        "_watch_context",
         "_watch_pending",
         "_watcher",
         "on_disconnect",
@@ -179,6 +180,9 @@ class Websocket:
         self._max_size = max_message_size
         self._watcher: asyncio.Task[None] | None = None
         self._watch_pending = False
+        # Empty, so the watcher never keeps the connection's Flask contexts
+        # alive; one per connection, as a connection lives on one loop.
+        self._watch_context = contextvars.Context()
         self._reading = False
         self._stopped = False
         self._unyielded = 0
@@ -505,10 +509,7 @@ class Websocket:
     def _watch_soon(self) -> None:
         if not self._watch_pending and self._disconnect is None and not self._stopped:
             self._watch_pending = True
-            # A fresh empty context: the watcher must not keep the connection's
-            # Flask contexts alive (and one shared Context cannot be entered by
-            # two loops' threads at once).
-            self._loop.call_soon(self._watch_if_busy, context=contextvars.Context())
+            self._loop.call_soon(self._watch_if_busy, context=self._watch_context)
 
     def _watch_if_busy(self) -> None:
         self._watch_pending = False
