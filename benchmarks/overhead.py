@@ -33,6 +33,25 @@ HEADERS = [
 ]
 
 
+def websocket_scope(path: str) -> dict[str, t.Any]:
+    """The scope a server would pass for a handshake to ``path``."""
+    return {
+        "type": "websocket",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "scheme": "ws",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": HEADERS,
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 2),
+        "subprotocols": [],
+        "extensions": {},
+    }
+
+
 async def drive(app: t.Any, path: str, messages: int) -> float:
     """Seconds per echoed message."""
     loop = asyncio.get_running_loop()
@@ -57,21 +76,7 @@ async def drive(app: t.Any, path: str, messages: int) -> float:
             else:
                 loop.call_soon(inbox.put_nowait, message)
 
-    scope = {
-        "type": "websocket",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "scheme": "ws",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": HEADERS,
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 2),
-        "subprotocols": [],
-        "extensions": {},
-    }
+    scope = websocket_scope(path)
     inbox.put_nowait({"type": "websocket.connect"})
     task = asyncio.ensure_future(app(scope, receive, send))
     seconds: float = await asyncio.wait_for(done, 120)
@@ -82,21 +87,7 @@ async def drive(app: t.Any, path: str, messages: int) -> float:
 async def handshakes(app: t.Any, path: str, count: int) -> float:
     """CPU seconds per connection: connect, accept, one echo, client close."""
     loop = asyncio.get_running_loop()
-    scope = {
-        "type": "websocket",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "scheme": "ws",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": HEADERS,
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 2),
-        "subprotocols": [],
-        "extensions": {},
-    }
+    scope = websocket_scope(path)
     echoed = 0
     started = time.process_time()
     for _ in range(count):
