@@ -142,6 +142,7 @@ class Connection:
     __slots__ = (
         "_dispatching",
         "_interrupting",
+        "_raised",
         "app",
         "context",
         "request_context",
@@ -163,21 +164,41 @@ class Connection:
         self.task = asyncio.current_task()
         self._dispatching = False
         self._interrupting = False
+        self._raised: BaseException | None = None
 
     async def serve(self) -> None:
-        self.websocket.on_disconnect = self._interrupt
-        self.websocket._watch_soon()  # usually the handler is receiving before the loop turns
+        ws = self.websocket
+        ws.on_disconnect = self._interrupt
+        ws._watch_soon()  # usually the handler is receiving before the loop turns
         warn_ms = self.settings.blocking_warn_ms
         watchdog = None if warn_ms is None or self.task is None else watchdog_for(warn_ms)
         if watchdog is not None:
-            watchdog.watch(self.task, self.websocket.endpoint or self.websocket.path)  # type: ignore[arg-type]
+            watchdog.watch(self.task, ws.endpoint or ws.path)  # type: ignore[arg-type]
         try:
-            await greenlet_spawn(self.handle, _interrupt=self._take_interrupt)
+            handler = await greenlet_spawn(self.handle, _interrupt=self._take_interrupt, _on_wait=ws.waiting)
+            if handler is not None:
+                # An async handler runs in this task, with no greenlet held while
+                # it waits (an idle connection is only its coroutine frames);
+                # the pipeline then finishes in a new greenlet.
+                rv = None
+                try:
+                    rv = await handler(**ws.view_args)  # type: ignore[arg-type]
+                except BaseException as exc:
+                    # Kept on the connection, not passed as an argument: the
+                    # spawning frame would be in the error's traceback (a cycle).
+                    interrupt = self._take_interrupt() if isinstance(exc, asyncio.CancelledError) else None
+                    self._raised = interrupt or exc
+                finally:
+                    self._dispatching = False
+                try:
+                    await greenlet_spawn(self._end, rv, _interrupt=self._take_interrupt, _on_wait=ws.waiting)
+                finally:
+                    rv = None
         finally:
             if watchdog is not None:
                 watchdog.unwatch(self.task)  # type: ignore[arg-type]
-            self.websocket.stop_watching()
-            self.websocket.on_disconnect = None  # no cycle: the connection is freed on return
+            ws.stop_watching()
+            ws.on_disconnect = None  # no cycle: the connection is freed on return
             if self._interrupting:
                 self._take_interrupt()
         task = self.task
@@ -200,14 +221,56 @@ class Connection:
             uncancel()
         return self.websocket.disconnect
 
-    # -- sync code from here on: it runs in the connection's greenlet --
+    # -- sync code from here on: it runs in a greenlet on the connection's task --
 
-    def handle(self) -> None:
+    def handle(self) -> t.Callable[..., t.Awaitable[t.Any]] | None:
+        """Push the contexts, run the before hooks and a sync handler, and finish.
+
+        For an async handler, return it instead: :meth:`serve` awaits it
+        outside the greenlet and finishes with :meth:`_end`.
+        """
         self.request_context.push()
         self.context.push()
+        rv = None
+        self._dispatching = True
+        try:
+            rv = self._preprocess()
+            if rv is None:
+                handler = self._handler()
+                if inspect.iscoroutinefunction(handler):
+                    return handler
+                rv = self._call_sync(handler)
+        except BaseException as exc:
+            self._raised = exc
+        self._dispatching = False
+        try:
+            self._end(rv)
+        finally:
+            rv = None
+        return None
+
+    def _end(self, rv: t.Any) -> None:
+        """Respond to what the handler returned or raised, then tear down."""
+        app = self.app
+        raised, self._raised = self._raised, None
         error: BaseException | None = None
         try:
-            self._run()
+            try:
+                if raised is not None:
+                    try:
+                        raise raised
+                    except WebsocketDisconnect:
+                        raise
+                    except Exception as exc:
+                        rv = app.handle_user_exception(exc)
+                try:
+                    self._finish(rv)
+                finally:
+                    rv = None  # a handled HTTPException is its own response: no cycle through its traceback
+            except WebsocketDisconnect:
+                raise
+            except Exception as exc:
+                self._fail(exc)
         except WebsocketDisconnect as exc:
             error = exc
         except asyncio.CancelledError as exc:
@@ -218,6 +281,7 @@ class Connection:
             error = exc
             raise
         finally:
+            raised = None
             self._teardown(error)
             error = None  # no cycle through this frame
 
@@ -229,30 +293,6 @@ class Connection:
                 await_(ws._close(1001, "server shutting down"))
             except Exception:
                 pass
-
-    def _run(self) -> None:
-        app = self.app
-        try:
-            try:
-                self._dispatching = True
-                try:
-                    rv = self._preprocess()
-                    if rv is None:
-                        rv = self._dispatch()
-                finally:
-                    self._dispatching = False
-            except WebsocketDisconnect:
-                raise
-            except Exception as exc:
-                rv = app.handle_user_exception(exc)
-            try:
-                self._finish(rv)
-            finally:
-                rv = None  # a handled HTTPException is its own response: no cycle through its traceback
-        except WebsocketDisconnect:
-            raise
-        except Exception as exc:
-            self._fail(exc)
 
     def _preprocess(self) -> t.Any:
         app = self.app
@@ -269,18 +309,19 @@ class Connection:
                     return rv
         return None
 
-    def _dispatch(self) -> t.Any:
+    def _handler(self) -> t.Callable[..., t.Any]:
         app = self.app
         request = self.websocket.request
         if request.routing_exception is not None:
             app.raise_routing_exception(request)
         view = app.view_functions[request.url_rule.endpoint]  # type: ignore[union-attr]
-        handler = handler_of(view) or view
-        if inspect.iscoroutinefunction(handler):
-            return await_(handler(**request.view_args))  # type: ignore[arg-type]
+        return handler_of(view) or view
+
+    def _call_sync(self, handler: t.Callable[..., t.Any]) -> t.Any:
+        kwargs = self.websocket.view_args or {}
         if self.settings.sync_handler_mode == "thread":
-            return await_(self._in_thread(handler, request.view_args or {}))
-        return handler(**request.view_args)  # type: ignore[arg-type]
+            return await_(self._in_thread(handler, kwargs))
+        return handler(**kwargs)
 
     async def _in_thread(self, handler: t.Callable[..., t.Any], kwargs: dict[str, t.Any]) -> t.Any:
         """Run a sync handler in a thread of its own (``ASYNCWS_SYNC_HANDLER_MODE = "thread"``).

@@ -44,6 +44,7 @@ async def greenlet_spawn(
     fn: t.Callable[..., T],
     *args: t.Any,
     _interrupt: t.Callable[[], BaseException | None] | None = None,
+    _on_wait: t.Callable[[], None] | None = None,
     _on_slow: t.Callable[[float], None] | None = None,
     _slow_after: float = 0.0,
     **kwargs: t.Any,
@@ -52,6 +53,7 @@ async def greenlet_spawn(
 
     ``_interrupt`` may turn a cancellation of this task into another exception
     thrown at the sync code's waiting point (a websocket disconnect, say).
+    ``_on_wait`` is called each time the sync code hands an awaitable over.
     ``_on_slow`` is told how long the sync code held the loop whenever one
     stretch took longer than ``_slow_after`` seconds.
     """
@@ -65,6 +67,8 @@ async def greenlet_spawn(
             held = time.perf_counter() - started
             if held > _slow_after:
                 _on_slow(held)  # type: ignore[misc]
+        if _on_wait is not None:
+            _on_wait()
         try:
             value = await result
         except BaseException as exc:

@@ -170,7 +170,7 @@ class Websocket:
         self._asgi_send = send
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
-        self._inbox: collections.deque[str | bytes] = collections.deque()
+        self._inbox: collections.deque[str | bytes] | None = None  # created when the watcher holds a message
         self._waiter: asyncio.Future[str | bytes] | None = None
         self._space: asyncio.Future[None] | None = None
         self._accepted = False
@@ -275,15 +275,19 @@ class Websocket:
             if self._inbox:
                 return self._take()
             if self._watcher is None and self._waiter is None and not self._reading and not self.closed:
+                # No watcher is needed when this returns: the bridge starts one
+                # if the handler next waits on something else (see waiting()).
                 self._reading = True
+                self._unyielded = 0
                 try:
                     while True:
-                        data = wait_in(current, self._read_one(self._asgi_receive, notify=False))
+                        message = wait_in(current, self._asgi_receive())
+                        data = self._data_of(message)
                         if data is not None:
                             return data
+                        wait_in(current, self._no_data(message, notify=False))
                 finally:
                     self._reading = False
-                    self._watch_soon()
         return self._dispatch("receive", self._receive)
 
     def send(self, data: str | bytes) -> t.Any:
@@ -404,8 +408,16 @@ class Websocket:
         self._accepted = True
         await self._send_to_server({"type": "websocket.accept", "subprotocol": subprotocol, "headers": headers})
 
+    def _hold(self, data: str | bytes, *, first: bool = False) -> int:
+        """Keep a message for the handler's next receive(); returns how many are held."""
+        inbox = self._inbox
+        if inbox is None:
+            inbox = self._inbox = collections.deque()
+        inbox.appendleft(data) if first else inbox.append(data)
+        return len(inbox)
+
     def _take(self) -> str | bytes:
-        data = self._inbox.popleft()
+        data = self._inbox.popleft()  # type: ignore[union-attr]
         space = self._space
         if space is not None and not space.done():
             space.set_result(None)
@@ -430,17 +442,20 @@ class Websocket:
                 return await waiter
             except asyncio.CancelledError:
                 if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                    self._inbox.appendleft(waiter.result())  # handed over as we were cancelled: keep it
+                    self._hold(waiter.result(), first=True)  # handed over as we were cancelled: keep it
                 raise
             finally:
                 self._waiter = None
         # Nobody is reading: read from the server directly, no hand-off.
         self._reading = True
+        self._unyielded = 0
         try:
             while True:
-                data = await self._read_one(self._asgi_receive, notify=False)
+                message = await self._asgi_receive()
+                data = self._data_of(message)
                 if data is not None:
                     return data
+                await self._no_data(message, notify=False)
         finally:
             self._reading = False
             self._watch_soon()
@@ -506,6 +521,12 @@ class Websocket:
     def watcher(self) -> asyncio.Task[None] | None:
         return self._watcher
 
+    def waiting(self) -> None:
+        """The handler's greenlet is about to wait on the loop: unless it waits
+        for the next message, start watching for the client leaving meanwhile."""
+        if not self._reading:
+            self._watch_soon()
+
     def _watch_soon(self) -> None:
         if not self._watch_pending and self._disconnect is None and not self._stopped:
             self._watch_pending = True
@@ -519,8 +540,10 @@ class Websocket:
         receive = self._asgi_receive
         try:
             while True:
-                data = await self._read_one(receive, notify=True)
+                message = await receive()
+                data = self._data_of(message)
                 if data is None:
+                    await self._no_data(message, notify=True)
                     if self._disconnect is not None:
                         return
                     continue
@@ -528,33 +551,40 @@ class Websocket:
                 if waiter is not None and not waiter.done():
                     waiter.set_result(data)
                     return  # the handler is receiving again: it reads from here on
-                self._inbox.append(data)
-                if len(self._inbox) >= INBOX_LIMIT:
+                if self._hold(data) >= INBOX_LIMIT:
                     self._space = self._loop.create_future()
                     await self._space
                     self._space = None
         finally:
             self._watcher = None
 
-    async def _read_one(self, receive: ASGIReceive, *, notify: bool) -> str | bytes | None:
-        """The next message's data, or None for anything else (a departure is recorded)."""
-        message = await receive()
-        kind = message["type"]
-        if kind == "websocket.receive":
+    def _data_of(self, message: dict[str, t.Any]) -> str | bytes | None:
+        """The data of a received message within the size limit; None for anything else."""
+        if message["type"] == "websocket.receive":
             data: str | bytes | None = message.get("text")
             if data is None:
                 data = message.get("bytes") or b""
-            if self._max_size is not None and len(data) > self._max_size:
-                await self._refuse_oversized(len(data), notify=notify)
-                if not notify:
-                    raise WebsocketDisconnect(*self._disconnect)  # type: ignore[misc]
-                return None
-            return data
-        if kind == "websocket.disconnect":
-            self._disconnected(message.get("code", 1005), message.get("reason") or "", notify=notify)
-            if not notify:
-                raise WebsocketDisconnect(*self._disconnect)  # type: ignore[misc]
+            if self._max_size is None or len(data) <= self._max_size:
+                return data
         return None
+
+    async def _no_data(self, message: dict[str, t.Any], *, notify: bool) -> None:
+        """Act on a message without data for the handler: a departure or an oversized message.
+
+        Without ``notify`` (the handler itself is reading) the departure is raised.
+        """
+        kind = message["type"]
+        if kind == "websocket.receive":
+            data = message.get("text")
+            if data is None:
+                data = message.get("bytes") or b""
+            await self._refuse_oversized(len(data), notify=notify)
+        elif kind == "websocket.disconnect":
+            self._disconnected(message.get("code", 1005), message.get("reason") or "", notify=notify)
+        else:
+            return
+        if not notify:
+            raise WebsocketDisconnect(*self._disconnect)  # type: ignore[misc]
 
     async def _refuse_oversized(self, size: int, *, notify: bool) -> None:
         reason = "message too big"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 import typing as t
 
 import pytest
@@ -558,6 +559,66 @@ def test_idle_sync_connections_use_no_threads(serve: t.Any) -> None:
     during = asyncio.run(main())
     # asyncio.to_thread above may start a few executor threads in this client loop, not the server.
     assert during - before < 10
+
+
+def test_idle_connections_hold_a_greenlet_only_for_sync_handlers(serve: t.Any) -> None:
+    """An async handler runs in the connection's task: once its sync hooks
+    have run, a waiting connection holds no greenlet. A sync handler holds one."""
+    import gc
+
+    from flask_asyncws.bridge import _BridgeGreenlet
+
+    app = make_app()
+    opened = threading.Semaphore(0)
+    teardowns: list[str] = []
+
+    @app.before_websocket
+    def who() -> None:
+        g.user = websocket.args["user"]
+
+    @app.teardown_websocket
+    def done(exc: BaseException | None) -> None:
+        teardowns.append(g.user)
+
+    @app.websocket("/sync")
+    def sync_idle() -> None:
+        websocket.send(g.user)
+        opened.release()
+        websocket.receive()
+
+    @app.websocket("/async")
+    async def async_idle() -> None:
+        await websocket.send(g.user)
+        opened.release()
+        await websocket.receive()
+
+    def live_greenlets() -> int:
+        return sum(type(o) is _BridgeGreenlet and not o.dead for o in gc.get_objects())
+
+    srv = serve(app)
+
+    async def hold(path: str, count: int) -> int:
+        from websockets.asyncio.client import connect as aconnect
+
+        sockets = [await aconnect(f"{srv.ws_url}{path}?user={path[1:]}{n}") for n in range(count)]
+        try:
+            for n, ws in enumerate(sockets):
+                assert await ws.recv() == f"{path[1:]}{n}"  # the before hook's g, in the handler
+            for _ in range(count):
+                assert await asyncio.to_thread(opened.acquire, True, 5)
+            return live_greenlets()
+        finally:
+            for ws in sockets:
+                await ws.close()
+
+    assert asyncio.run(hold("/async", 20)) == 0
+    assert asyncio.run(hold("/sync", 20)) == 20
+    deadline = time.monotonic() + 5
+    while len(teardowns) < 40:
+        assert time.monotonic() < deadline, teardowns
+        time.sleep(0.01)
+    assert sorted(teardowns) == sorted([f"async{n}" for n in range(20)] + [f"sync{n}" for n in range(20)])
+    assert live_greenlets() == 0
 
 
 def test_async_hooks_run_on_the_server_loop(serve: t.Any) -> None:
