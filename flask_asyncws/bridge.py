@@ -98,7 +98,7 @@ def await_(awaitable: t.Awaitable[T]) -> T:
     """
     current = getcurrent()
     if isinstance(current, _BridgeGreenlet):
-        return t.cast(T, current.parent.switch(awaitable))
+        return current.parent.switch(awaitable)  # type: ignore[no-any-return]
     loop: asyncio.AbstractEventLoop | None = getattr(_thread_state, "loop", None)
     if loop is not None:
         portal: Portal | None = getattr(_thread_state, "portal", None)
@@ -125,39 +125,31 @@ def wait_in(current: greenlet, awaitable: t.Awaitable[T]) -> T:
         try:
             pending = awaitable.send(None)
         except StopIteration as done:
-            return t.cast(T, done.value)
-        return t.cast(T, current.parent.switch(_Resumed(awaitable, pending)))
-    return t.cast(T, current.parent.switch(awaitable))
+            return done.value  # type: ignore[no-any-return]
+        return current.parent.switch(_resumed(awaitable, pending))  # type: ignore[no-any-return]
+    return current.parent.switch(awaitable)  # type: ignore[no-any-return]
 
 
-class _Resumed:
+@types.coroutine
+def _resumed(coro: types.CoroutineType[t.Any, t.Any, t.Any], pending: t.Any) -> t.Generator[t.Any, t.Any, t.Any]:
     """The rest of a coroutine stepped in a greenlet, for its driver to await."""
-
-    __slots__ = ("_coro", "_pending")
-
-    def __init__(self, coro: types.CoroutineType[t.Any, t.Any, t.Any], pending: t.Any) -> None:
-        self._coro = coro
-        self._pending = pending
-
-    def __await__(self) -> t.Generator[t.Any, t.Any, t.Any]:
-        coro, value = self._coro, self._pending
-        self._pending = None
-        while True:
+    value = pending
+    while True:
+        try:
+            sent = yield value
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:
             try:
-                sent = yield value
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:
-                try:
-                    value = coro.throw(exc)
-                except StopIteration as done:
-                    return done.value
-            else:
-                try:
-                    value = coro.send(sent)
-                except StopIteration as done:
-                    return done.value
+                value = coro.throw(exc)
+            except StopIteration as done:
+                return done.value
+        else:
+            try:
+                value = coro.send(sent)
+            except StopIteration as done:
+                return done.value
 
 
 async def _as_coroutine(awaitable: t.Awaitable[T]) -> T:
