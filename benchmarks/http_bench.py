@@ -1,8 +1,8 @@
 """HTTP throughput of ``app.asgi_app`` against other ways to serve the same app.
 
 Run ``python benchmarks/http_bench.py`` (needs ``wrk`` and, for Flask's own
-async path, ``asgiref``). Each configuration is a separate hypercorn process
-with one worker on 127.0.0.1; ``wrk`` drives it with the same load. The script
+async path, ``asgiref``). Each configuration is a separate server process with
+one worker on 127.0.0.1; ``wrk`` drives it with the same load. The script
 prints one table and stops every server it started. It exits with
 ``MISSED_TARGET`` (3) when a ratio misses its target, so a crash (1) is never
 mistaken for a slow run.
@@ -12,12 +12,17 @@ Configurations:
 - ``asgiws``: this extension, ``hypercorn http_bench:app.asgi_app``
 - ``hypercorn-wsgi``: hypercorn's WSGI mode, ``hypercorn http_bench:app``
 - ``a2wsgi``: ``a2wsgi.WSGIMiddleware(app)`` under hypercorn
+- ``asgiws-uvicorn``: this extension under uvicorn (uvloop and httptools when
+  installed, lifespan on), started by ``serve_uvicorn``
+- ``gunicorn-gthread``: Flask's WSGI app under gunicorn's gthread worker with
+  32 threads, as many as ours gets from ``ASYNCWS_HTTP_THREADS`` by default
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import re
 import shutil
@@ -69,24 +74,72 @@ if __name__ != "__main__":
 #: Exit status when a ratio misses its target.
 MISSED_TARGET = 3
 
-SERVERS = {
-    "asgiws": "http_bench:app.asgi_app",
-    "hypercorn-wsgi": "http_bench:app",
-    "a2wsgi": "http_bench:a2wsgi_app",
+#: uvicorn's fastest parts when they are installed, its pure-Python ones otherwise.
+UVICORN_LOOP = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+UVICORN_HTTP = "httptools" if importlib.util.find_spec("httptools") else "h11"
+GTHREAD_THREADS = 32
+
+#: ``python -m`` command line per configuration; ``{fd}`` is the inherited listening socket.
+SERVERS: dict[str, str] = {
+    "asgiws": "hypercorn --workers 1 --bind fd://{fd} http_bench:app.asgi_app",
+    "hypercorn-wsgi": "hypercorn --workers 1 --bind fd://{fd} http_bench:app",
+    "a2wsgi": "hypercorn --workers 1 --bind fd://{fd} http_bench:a2wsgi_app",
+    "asgiws-uvicorn": "http_bench --uvicorn-fd {fd}",
+    "gunicorn-gthread": f"gunicorn --worker-class gthread --workers 1 --threads {GTHREAD_THREADS}"
+    " --bind fd://{fd} --log-level warning http_bench:app",
 }
 
-#: (route, servers to run, [(ours, theirs, target ratio)])
-CASES: list[tuple[str, tuple[str, ...], list[tuple[str, str, float]]]] = [
-    ("/hello", ("asgiws", "hypercorn-wsgi", "a2wsgi"), [("asgiws", "hypercorn-wsgi", 1.0), ("asgiws", "a2wsgi", 1.2)]),
-    ("/block", ("asgiws", "hypercorn-wsgi", "a2wsgi"), [("asgiws", "hypercorn-wsgi", 1.0)]),
-    ("/async", ("asgiws", "hypercorn-wsgi"), [("asgiws", "hypercorn-wsgi", 3.0)]),
+ALL = tuple(SERVERS)
+
+#: (route, servers to run, [(ours, theirs, target ratio or None to only report)])
+CASES: list[tuple[str, tuple[str, ...], list[tuple[str, str, float | None]]]] = [
+    (
+        "/hello",
+        ALL,
+        [
+            ("asgiws", "hypercorn-wsgi", 1.2),
+            ("asgiws", "a2wsgi", 1.5),
+            ("asgiws-uvicorn", "gunicorn-gthread", 1.0),
+        ],
+    ),
+    (
+        "/block",
+        ALL,
+        [("asgiws", "hypercorn-wsgi", 1.0), ("asgiws-uvicorn", "gunicorn-gthread", 1.0)],
+    ),
+    (
+        "/async",
+        ("asgiws", "hypercorn-wsgi", "asgiws-uvicorn", "gunicorn-gthread"),
+        [("asgiws", "hypercorn-wsgi", 3.0), ("asgiws-uvicorn", "gunicorn-gthread", None)],
+    ),
 ]
 
 
-class Server:
-    """One hypercorn process serving ``target`` on a socket it inherits."""
+def serve_uvicorn(fd: int) -> None:
+    """One uvicorn worker on the inherited socket.
 
-    def __init__(self, target: str) -> None:
+    ``uvicorn --fd`` wraps any socket as a Unix one, so accepted connections miss
+    ``TCP_NODELAY`` and every keep-alive response waits ~40 ms for a delayed ACK;
+    handing uvicorn the socket itself keeps it TCP.
+    """
+    import uvicorn
+
+    config = uvicorn.Config(
+        "http_bench:app.asgi_app",
+        workers=1,
+        loop=UVICORN_LOOP,
+        http=UVICORN_HTTP,
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+    )
+    uvicorn.Server(config).run(sockets=[socket.socket(fileno=fd)])
+
+
+class Server:
+    """One server process on a socket it inherits, so it is listening before the process starts."""
+
+    def __init__(self, command: str) -> None:
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(1024)
@@ -94,7 +147,7 @@ class Server:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(os.path.abspath(__file__)), *sys.path])}
         fd = self.sock.fileno()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "hypercorn", "--workers", "1", "--bind", f"fd://{fd}", target],
+            [sys.executable, "-m", *command.format(fd=fd).split()],
             pass_fds=(fd,),
             env=env,
             stdout=subprocess.DEVNULL,
@@ -146,14 +199,18 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2, help="best of this many runs per cell")
+    parser.add_argument("--uvicorn-fd", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.uvicorn_fd is not None:
+        serve_uvicorn(args.uvicorn_fd)
+        return 0
     if shutil.which("wrk") is None:
         print("wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
         return 2
 
     # All servers up at once and measured in turn, best of a few rounds: the
     # machine's load drifts, and this keeps the comparison side by side.
-    servers = {name: Server(target) for name, target in SERVERS.items()}
+    servers = {name: Server(command) for name, command in SERVERS.items()}
     results: dict[tuple[str, str], tuple[float, float]] = {}
     try:
         for server in servers.values():
@@ -171,21 +228,28 @@ def main() -> int:
         for server in servers.values():
             server.stop()
 
-    print(f"\nwrk -t2 -c{args.connections} -d{args.seconds:g}s, best of {args.rounds}, one hypercorn worker each\n")
+    print(
+        f"\nwrk -t2 -c{args.connections} -d{args.seconds:g}s, best of {args.rounds}, one worker each: hypercorn,"
+        f" uvicorn ({UVICORN_LOOP}, {UVICORN_HTTP}), gunicorn gthread ({GTHREAD_THREADS} threads)\n"
+    )
     print(f"{'route':<8} {'server':<16} {'req/s':>9} {'p99 ms':>8}")
     for route, names, _ in CASES:
         for name in names:
             rps, p99 = results[route, name]
             print(f"{route:<8} {name:<16} {rps:>9.0f} {p99:>8.2f}")
-    print(f"\n{'route':<8} {'ratio':<28} {'value':>6} {'target':>7}")
+    print(f"\n{'route':<8} {'ratio':<34} {'value':>6} {'target':>7}")
     missed = 0
     for route, _, ratios in CASES:
         for ours, theirs, target in ratios:
             ratio = results[route, ours][0] / results[route, theirs][0]
+            label = f"{route:<8} {ours + ' / ' + theirs:<34} {ratio:>6.2f}"
+            if target is None:
+                print(f"{label} {'-':>7}")
+                continue
             ok = ratio >= target
             missed += not ok
             verdict = "ok" if ok else "MISSED"
-            print(f"{route:<8} {ours + ' / ' + theirs:<28} {ratio:>6.2f} {'>= ' + format(target, 'g'):>7} {verdict}")
+            print(f"{label} {'>= ' + format(target, 'g'):>7} {verdict}")
     return MISSED_TARGET if missed else 0
 
 

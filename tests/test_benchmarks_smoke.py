@@ -48,7 +48,8 @@ def test_every_configuration_ran(results: list[dict]) -> None:
             for group in ("echo", "handshake", "memory"):
                 assert (group, server, app) in seen
         assert ("handshake", server, "session") in seen
-        assert ("handshake", server, "flask-ctx") in seen and ("memory", server, "flask-ctx") in seen
+        for floor in ("flask-ctx", "greenlet-ctx"):
+            assert ("handshake", server, floor) in seen and ("memory", server, floor) in seen
         assert ("scale", server, "sync") in seen
     for group in ("echo", "handshake", "memory"):
         assert (group, "gunicorn", "flask-sock") in seen
@@ -81,5 +82,5 @@ def test_http_benchmark_runs() -> None:
     # 3 only reports a missed target: figures from a one-second run are not judged here.
     assert done.returncode in (0, 3), done.stderr[-2000:]
     assert "route    ratio" in done.stdout
-    for configuration in ("asgiws", "hypercorn-wsgi", "a2wsgi"):
+    for configuration in ("asgiws", "hypercorn-wsgi", "a2wsgi", "asgiws-uvicorn", "gunicorn-gthread"):
         assert configuration in done.stdout
