@@ -2,7 +2,7 @@
 
 ``/sync`` and ``/async`` are our two handler kinds, ``/session`` a sync handler
 behind a ``before_websocket`` hook that reads the cookie session. The other
-apps echo on ``/echo`` (the raw ASGI app on any path, the Flask-context floor
+apps echo on ``/echo`` (the raw ASGI app on any path, the Flask-context floors
 on ``/floor``).
 """
 
@@ -13,7 +13,8 @@ import typing as t
 from flask import Flask, session
 from werkzeug.routing import Rule
 
-from flask_asyncws import AsyncWS, websocket
+from flask_asyncws import AsyncWS, await_, websocket
+from flask_asyncws.bridge import greenlet_spawn
 from flask_asyncws.http import build_environ
 
 SECRET_KEY = "benchmark-secret"
@@ -107,6 +108,39 @@ def make_context_floor() -> t.Any:
         context.push()
         try:
             await raw_echo(scope, receive, send)
+        finally:
+            context.pop()
+
+    return floor
+
+
+def make_greenlet_floor() -> t.Any:
+    """The Flask-context floor with the echo loop as sync code in a greenlet.
+
+    The least a sync handler that waits in a greenlet (rather than a thread)
+    can cost: the request context of :func:`make_context_floor` plus one
+    suspended greenlet per connection, driven by the bridge's two primitives.
+    """
+    app = Flask("bench_greenlet_floor")
+    app.secret_key = SECRET_KEY
+    app.url_map.add(Rule("/floor", endpoint="floor", websocket=True))
+
+    def sync_echo(receive: t.Any, send: t.Any) -> None:
+        await_(receive())  # websocket.connect
+        await_(send({"type": "websocket.accept"}))
+        while True:
+            message = await_(receive())
+            if message["type"] == "websocket.disconnect":
+                return
+            await_(send({"type": "websocket.send", "text": message.get("text"), "bytes": message.get("bytes")}))
+
+    async def floor(scope: dict[str, t.Any], receive: t.Any, send: t.Any) -> None:
+        if scope["type"] != "websocket":
+            return await raw_echo(scope, receive, send)
+        context = app.request_context(build_environ(scope))
+        context.push()
+        try:
+            await greenlet_spawn(sync_echo, receive, send)
         finally:
             context.pop()
 

@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     ours = apps.make_flask_asyncws().asgi_app  # type: ignore[attr-defined]
     quart = apps.make_quart()
     cases = {"raw": (apps.raw_echo, "/"), "sync": (ours, "/sync"), "async": (ours, "/async"), "quart": (quart, "/echo")}
-    floor = {"flask-ctx": (apps.make_context_floor(), "/floor")}
+    floor = {"flask-ctx": (apps.make_context_floor(), "/floor"), "greenlet-ctx": (apps.make_greenlet_floor(), "/floor")}
 
     async def run() -> dict[str, list[float]]:
         await lifespan(quart)()

@@ -31,9 +31,11 @@ SERVERS = ("hypercorn", "uvicorn")
 #: (label, app, path) of the echo apps served by hypercorn and uvicorn.
 ECHO_APPS = (("sync", "sync", "/sync"), ("async", "async", "/async"), ("quart", "quart", "/echo"), ("raw", "raw", "/"))
 FLASK_SOCK = ("flask-sock", "flask-sock", "/echo")
-#: The raw echo holding a Flask request context per connection: the floor for
-#: any extension that gives handlers Flask's context (handshakes, memory).
-FLOOR = ("flask-ctx", "floor", "/floor")
+#: Floors for handshakes and memory. The raw echo holding a Flask request
+#: context per connection: the least any extension giving handlers Flask's
+#: context can cost. The same with the echo loop as sync code in a greenlet: the
+#: least a sync handler that waits in a greenlet can cost.
+FLOORS = (("flask-ctx", "floor", "/floor"), ("greenlet-ctx", "greenlet-floor", "/floor"))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -300,7 +302,7 @@ def group_handshake(opts: Options) -> list[Row]:
     cookie = "session=" + session_cookie()
     cases = [(label, server, app, path) for server in SERVERS for label, app, path in ECHO_APPS]
     cases += [("session", server, "session", "/session") for server in SERVERS]
-    cases += [(FLOOR[0], server, *FLOOR[1:]) for server in SERVERS]
+    cases += [(label, server, app, path) for label, app, path in FLOORS for server in SERVERS]
     cases.append((*FLASK_SOCK[:1], "gunicorn", *FLASK_SOCK[1:]))
     for label, server, app, path in cases:
         runs = []
@@ -329,7 +331,7 @@ def group_handshake(opts: Options) -> list[Row]:
 def group_memory(opts: Options) -> list[Row]:
     rows = []
     cases = [(label, server, app, path, opts.memory_stages) for server in SERVERS for label, app, path in ECHO_APPS]
-    cases += [(FLOOR[0], server, *FLOOR[1:], opts.memory_stages) for server in SERVERS]
+    cases += [(label, server, app, path, opts.memory_stages) for label, app, path in FLOORS for server in SERVERS]
     cases.append((*FLASK_SOCK[:1], "gunicorn", *FLASK_SOCK[1:], (opts.flask_sock_memory,)))
     for label, server, app, path, stages in cases:
         runs = []
