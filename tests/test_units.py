@@ -266,3 +266,52 @@ def test_url_for_builds_wss_under_tls() -> None:
     scope = ws_scope("/ws", scheme="wss", server=("127.0.0.1", 443))
     sent = asyncio.run(drive(app, scope, [{"type": "websocket.connect"}]))
     assert sent[1]["text"] == "wss://testserver/ws https://testserver/page wss://testserver/ws True"
+
+
+def test_finished_greenlets_are_reused_and_keep_nothing_of_their_job() -> None:
+    """A new greenlet costs a fresh frame stack from the OS: finished ones are
+    kept (up to IDLE_GREENLETS per thread) and keep no argument, context or error."""
+    import contextvars
+    import gc
+    import weakref
+
+    from greenlet import getcurrent
+
+    from flask_asyncws.bridge import IDLE_GREENLETS, greenlet_spawn
+
+    class Payload:
+        pass
+
+    var: contextvars.ContextVar[Payload] = contextvars.ContextVar("var")
+    ran_in: list[object] = []
+
+    def job(payload: Payload | None, fail: bool = False) -> Payload | None:
+        ran_in.append(getcurrent())
+        assert var.get() is not None  # the spawning task's context
+        await_(asyncio.sleep(0))
+        if fail:
+            raise ValueError("from the job")
+        return payload
+
+    async def main() -> None:
+        payload = Payload()
+        refs = [weakref.ref(payload)]
+        var.set(payload)
+        assert await greenlet_spawn(job, payload) is payload
+        with pytest.raises(ValueError, match="from the job"):
+            await greenlet_spawn(job, Payload(), True)
+        var.set(Payload())
+        del payload
+        assert refs[0]() is None
+        assert ran_in[0] is ran_in[1]  # one greenlet served both
+        results = await asyncio.gather(*(greenlet_spawn(job, None) for _ in range(IDLE_GREENLETS + 20)))
+        assert results == [None] * (IDLE_GREENLETS + 20)
+        ran_in.clear()
+        idle = [g for g in gc.get_objects() if type(g).__name__ == "_BridgeGreenlet" and not g.busy]
+        assert len(idle) == IDLE_GREENLETS
+
+    gc.disable()
+    try:
+        asyncio.run(main())
+    finally:
+        gc.enable()

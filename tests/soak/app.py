@@ -26,6 +26,7 @@ from flask.ctx import RequestContext
 
 from flask_asyncws import AsyncWS, Websocket, run_sync, websocket
 from flask_asyncws.asgi import Connection
+from flask_asyncws.bridge import _BridgeGreenlet
 from flask_asyncws.context import WebsocketContext
 
 app = Flask(__name__)
@@ -182,6 +183,9 @@ def counts() -> dict[str, t.Any]:
         for name, kind in kinds.items():
             if isinstance(obj, kind):
                 found[name] += 1
+    # Finished greenlets kept for reuse (at most IDLE_GREENLETS) are not in use.
+    found["idle_greenlets"] = sum(type(obj) is _BridgeGreenlet and not obj.busy for obj in objects)
+    found["greenlets"] -= found["idle_greenlets"]
     return {
         **found,
         "threads": threading.active_count(),
