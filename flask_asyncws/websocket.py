@@ -470,10 +470,14 @@ class Websocket:
             raise WebsocketDisconnect(*self._disconnect)
         if self._closed is not None:
             raise RuntimeError("Cannot send: the handler already closed this websocket.")
-        if type(data) is str:
-            await self._send_to_server({"type": "websocket.send", "text": data})
-        else:
-            await self._send_to_server({"type": "websocket.send", "bytes": data})
+        message = (
+            {"type": "websocket.send", "text": data} if type(data) is str else {"type": "websocket.send", "bytes": data}
+        )
+        try:
+            await self._asgi_send(message)  # as _send_to_server(), without a coroutine more per message
+        except OSError as exc:
+            self._disconnected(1006, "")
+            raise WebsocketDisconnect(1006) from exc
         self._unyielded += 1
         if self._unyielded >= _YIELD_EVERY:
             # Once the client is gone hypercorn's send returns without ever
