@@ -72,8 +72,15 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         path = [TESTS, os.path.dirname(TESTS), os.environ.get("PYTHONPATH")]
         env = {**os.environ, **self.env, "PYTHONPATH": os.pathsep.join(filter(None, path))}
+        # A session of its own: hypercorn serves from a spawned worker process,
+        # which stop() must end too (killing the parent alone would orphan it).
         self.proc = subprocess.Popen(
-            self.command(), pass_fds=(self.sock.fileno(),), env=env, cwd=TESTS, preexec_fn=_die_with_parent
+            self.command(),
+            pass_fds=(self.sock.fileno(),),
+            env=env,
+            cwd=TESTS,
+            preexec_fn=_die_with_parent,
+            start_new_session=True,
         )
         self._wait_ready()
         return self
@@ -109,8 +116,11 @@ class ServerProcess:
         return self.exit_seconds
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # the server and any worker it spawned
+            except ProcessLookupError:
+                pass
             self.proc.wait(10)
         self.sock.close()
 
