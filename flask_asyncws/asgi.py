@@ -321,7 +321,7 @@ class Connection:
         kwargs = self.websocket.view_args or {}
         if self.settings.sync_handler_mode == "thread":
             return await_(self._in_thread(handler, kwargs))
-        return handler(**kwargs)
+        return handler(**kwargs) if kwargs else handler()  # see bridge._run_job
 
     async def _in_thread(self, handler: t.Callable[..., t.Any], kwargs: dict[str, t.Any]) -> t.Any:
         """Run a sync handler in a thread of its own (``ASYNCWS_SYNC_HANDLER_MODE = "thread"``).
