@@ -32,7 +32,8 @@ class WebsocketContext:
     def __init__(self, websocket: Websocket, request_context: RequestContext) -> None:
         self.websocket = websocket
         self.request_context = request_context
-        self.after_websocket_functions: list[t.Callable[[t.Any], t.Any]] = []
+        #: Functions registered by after_this_websocket(); a list once there is one.
+        self.after_websocket_functions: t.Sequence[t.Callable[[t.Any], t.Any]] = ()
         self._tokens: list[contextvars.Token[WebsocketContext]] = []
 
     def push(self) -> None:
@@ -131,5 +132,5 @@ def after_this_websocket(func: F) -> F:
     ctx = _cv_websocket.get(None)
     if ctx is None:
         raise RuntimeError("after_this_websocket() needs a websocket context: call it inside a handler or hook.")
-    ctx.after_websocket_functions.append(func)
+    ctx.after_websocket_functions = [*ctx.after_websocket_functions, func]
     return func

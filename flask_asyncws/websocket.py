@@ -147,7 +147,6 @@ class Websocket:
         "_unyielded",
         "_thread",
         "_waiter",
-        "_watch_context",
         "_watch_pending",
         "_watcher",
         "on_disconnect",
@@ -180,9 +179,6 @@ class Websocket:
         self._max_size = max_message_size
         self._watcher: asyncio.Task[None] | None = None
         self._watch_pending = False
-        # Empty, so the watcher never keeps the connection's Flask contexts
-        # alive; one per connection, as a connection lives on one loop.
-        self._watch_context = contextvars.Context()
         self._reading = False
         self._stopped = False
         self._unyielded = 0
@@ -534,7 +530,7 @@ class Websocket:
     def _watch_soon(self) -> None:
         if not self._watch_pending and self._disconnect is None and not self._stopped:
             self._watch_pending = True
-            self._loop.call_soon(self._watch_if_busy, context=self._watch_context)
+            self._loop.call_soon(self._watch_if_busy, context=_empty_context())
 
     def _watch_if_busy(self) -> None:
         self._watch_pending = False
@@ -615,6 +611,19 @@ class Websocket:
     def disconnect(self) -> WebsocketDisconnect | None:
         """The client's departure, once known."""
         return None if self._disconnect is None else WebsocketDisconnect(*self._disconnect)
+
+
+_thread_contexts = threading.local()
+
+
+def _empty_context() -> contextvars.Context:
+    """An empty context for the watcher's callbacks, so they never keep a
+    connection's Flask contexts alive. One per thread is enough: callbacks
+    run one at a time on a loop, and never nest."""
+    context: contextvars.Context | None = getattr(_thread_contexts, "context", None)
+    if context is None:
+        context = _thread_contexts.context = contextvars.Context()
+    return context
 
 
 def _header_list(headers: t.Any) -> list[tuple[bytes, bytes]]:
