@@ -27,20 +27,32 @@ _cv_websocket: contextvars.ContextVar[WebsocketContext] = contextvars.ContextVar
 class WebsocketContext:
     """Binds a :class:`Websocket` and its request context to the current task."""
 
-    __slots__ = ("_tokens", "after_websocket_functions", "request_context", "websocket")
+    __slots__ = ("_token", "_outer_tokens", "after_websocket_functions", "request_context", "websocket")
 
     def __init__(self, websocket: Websocket, request_context: RequestContext) -> None:
         self.websocket = websocket
         self.request_context = request_context
         #: Functions registered by after_this_websocket(); a list once there is one.
         self.after_websocket_functions: t.Sequence[t.Callable[[t.Any], t.Any]] = ()
-        self._tokens: list[contextvars.Token[WebsocketContext]] = []
+        # One token, the common case; pushes nested in it (a copied context
+        # entered again) keep theirs in a list made when needed.
+        self._token: contextvars.Token[WebsocketContext] | None = None
+        self._outer_tokens: list[contextvars.Token[WebsocketContext]] | None = None
 
     def push(self) -> None:
-        self._tokens.append(_cv_websocket.set(self))
+        token = _cv_websocket.set(self)
+        if self._token is not None:
+            if self._outer_tokens is None:
+                self._outer_tokens = []
+            self._outer_tokens.append(self._token)
+        self._token = token
 
     def pop(self) -> None:
-        _cv_websocket.reset(self._tokens.pop())
+        token = self._token
+        if token is None:
+            raise RuntimeError("Popped a websocket context that was not pushed.")
+        self._token = self._outer_tokens.pop() if self._outer_tokens else None
+        _cv_websocket.reset(token)
 
     def copy(self) -> WebsocketContext:
         return WebsocketContext(self.websocket, self.request_context.copy())

@@ -168,7 +168,7 @@ class Websocket:
         self._asgi_receive = receive
         self._asgi_send = send
         self._loop = asyncio.get_running_loop()
-        self._thread = threading.get_ident()
+        self._thread = _thread_ident()
         self._inbox: collections.deque[str | bytes] | None = None  # created when the watcher holds a message
         self._waiter: asyncio.Future[str | bytes] | None = None
         self._space: asyncio.Future[None] | None = None
@@ -613,17 +613,25 @@ class Websocket:
         return None if self._disconnect is None else WebsocketDisconnect(*self._disconnect)
 
 
-_thread_contexts = threading.local()
+_per_thread = threading.local()
 
 
 def _empty_context() -> contextvars.Context:
     """An empty context for the watcher's callbacks, so they never keep a
     connection's Flask contexts alive. One per thread is enough: callbacks
     run one at a time on a loop, and never nest."""
-    context: contextvars.Context | None = getattr(_thread_contexts, "context", None)
+    context: contextvars.Context | None = getattr(_per_thread, "context", None)
     if context is None:
-        context = _thread_contexts.context = contextvars.Context()
+        context = _per_thread.context = contextvars.Context()
     return context
+
+
+def _thread_ident() -> int:
+    """This thread's ident as one shared int object (not a new one per connection)."""
+    ident: int | None = getattr(_per_thread, "ident", None)
+    if ident is None:
+        ident = _per_thread.ident = threading.get_ident()
+    return ident
 
 
 def _header_list(headers: t.Any) -> list[tuple[bytes, bytes]]:

@@ -315,3 +315,25 @@ def test_finished_greenlets_are_reused_and_keep_nothing_of_their_job() -> None:
         asyncio.run(main())
     finally:
         gc.enable()
+
+
+def test_websocket_context_pushed_again_pops_in_order() -> None:
+    """A copied context may be entered while already entered (a wrapped
+    function calling itself, say): each pop restores the previous binding."""
+    from flask_asyncws import has_websocket_context
+    from flask_asyncws.context import WebsocketContext, _cv_websocket
+
+    ctx = WebsocketContext(t.cast(t.Any, "ws"), t.cast(t.Any, None))
+    other = WebsocketContext(t.cast(t.Any, "other"), t.cast(t.Any, None))
+    ctx.push()
+    other.push()
+    ctx.push()
+    assert _cv_websocket.get() is ctx
+    ctx.pop()
+    assert _cv_websocket.get() is other
+    other.pop()
+    assert _cv_websocket.get() is ctx
+    ctx.pop()
+    assert not has_websocket_context()
+    with pytest.raises(RuntimeError, match="not pushed"):
+        ctx.pop()
