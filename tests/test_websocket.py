@@ -10,6 +10,7 @@ import typing as t
 
 import pytest
 from flask import Flask, abort, g, request, session, url_for
+from servers import SERVERS, LiveServer
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
@@ -561,9 +562,14 @@ def test_idle_sync_connections_use_no_threads(serve: t.Any) -> None:
     assert during - before < 10
 
 
-def test_idle_connections_hold_a_greenlet_only_for_sync_handlers(serve: t.Any) -> None:
+def test_idle_connections_hold_a_greenlet_only_for_sync_handlers() -> None:
     """An async handler runs in the connection's task: once its sync hooks
     have run, a waiting connection holds no greenlet. A sync handler holds one."""
+    for server_name in SERVERS:  # in one test: a plain node ID, selectable from any shell
+        _check_idle_greenlets(server_name)
+
+
+def _check_idle_greenlets(server_name: str) -> None:
     import gc
 
     from flask_asyncws.bridge import _BridgeGreenlet
@@ -595,7 +601,7 @@ def test_idle_connections_hold_a_greenlet_only_for_sync_handlers(serve: t.Any) -
     def live_greenlets() -> int:
         return sum(type(o) is _BridgeGreenlet and o.busy for o in gc.get_objects())  # idle ones wait for reuse
 
-    srv = serve(app)
+    srv = LiveServer(app.asgi_app, server_name).start()
 
     async def hold(path: str, count: int) -> int:
         from websockets.asyncio.client import connect as aconnect
@@ -611,14 +617,17 @@ def test_idle_connections_hold_a_greenlet_only_for_sync_handlers(serve: t.Any) -
             for ws in sockets:
                 await ws.close()
 
-    assert asyncio.run(hold("/async", 20)) == 0
-    assert asyncio.run(hold("/sync", 20)) == 20
-    deadline = time.monotonic() + 5
-    while len(teardowns) < 40:
-        assert time.monotonic() < deadline, teardowns
-        time.sleep(0.01)
-    assert sorted(teardowns) == sorted([f"async{n}" for n in range(20)] + [f"sync{n}" for n in range(20)])
-    assert live_greenlets() == 0
+    try:
+        assert asyncio.run(hold("/async", 20)) == 0, server_name
+        assert asyncio.run(hold("/sync", 20)) == 20, server_name
+        deadline = time.monotonic() + 5
+        while len(teardowns) < 40:
+            assert time.monotonic() < deadline, (server_name, teardowns)
+            time.sleep(0.01)
+        assert sorted(teardowns) == sorted([f"async{n}" for n in range(20)] + [f"sync{n}" for n in range(20)])
+        assert live_greenlets() == 0
+    finally:
+        srv.stop()
 
 
 def test_async_hooks_run_on_the_server_loop(serve: t.Any) -> None:
@@ -894,7 +903,13 @@ def test_websocket_calls_work_as_tasks_and_with_wait_for(serve: t.Any) -> None:
         assert closed(ws).code == 1000
 
 
-def test_misuse_errors_say_what_to_do(serve: t.Any) -> None:
+def test_misuse_errors_say_what_to_do() -> None:
+    # Both servers in one test: a plain node ID, selectable from any shell.
+    for server_name in SERVERS:
+        _check_misuse_errors(server_name)
+
+
+def _check_misuse_errors(server_name: str) -> None:
     app = make_app()
     errors: list[str] = []
 
@@ -920,11 +935,11 @@ def test_misuse_errors_say_what_to_do(serve: t.Any) -> None:
         await websocket.send("checked")
         await websocket.send(await first)
 
-    srv = serve(app)
-    with connect(srv.ws_url + "/ws") as ws:
+    with LiveServer(app.asgi_app, server_name) as srv, connect(srv.ws_url + "/ws") as ws:
         assert ws.recv(timeout=5) == "checked"
         ws.send("after the errors")
         assert ws.recv(timeout=5) == "after the errors"
+    assert len(errors) == 3, (server_name, errors)
     assert "receive from one task only" in errors[0]
     assert "use send_json() for other objects" in errors[1]
     assert "not a close code an endpoint may send" in errors[2]
