@@ -175,7 +175,7 @@ class Connection:
         if watchdog is not None:
             watchdog.watch(self.task, ws.endpoint or ws.path)  # type: ignore[arg-type]
         try:
-            handler = await greenlet_spawn(self.handle, _interrupt=self._take_interrupt, _on_wait=ws.waiting)
+            handler = await greenlet_spawn(self.handle, _interrupt=self._take_interrupt, _on_wait=ws._waiting)
             if handler is not None:
                 # An async handler runs in this task, with no greenlet held while
                 # it waits (an idle connection is only its coroutine frames);
@@ -191,7 +191,7 @@ class Connection:
                 finally:
                     self._dispatching = False
                 try:
-                    await greenlet_spawn(self._end, rv, _interrupt=self._take_interrupt, _on_wait=ws.waiting)
+                    await greenlet_spawn(self._end, rv, _interrupt=self._take_interrupt, _on_wait=ws._waiting)
                 finally:
                     rv = None
         finally:

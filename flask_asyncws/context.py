@@ -83,16 +83,10 @@ class _WebsocketProxy(LocalProxy):  # type: ignore[type-arg]
     __slots__ = ()
 
     def receive(self) -> t.Any:
-        ctx = _cv_websocket.get(None)
-        if ctx is None:
-            raise RuntimeError(_UNBOUND)
-        return ctx.websocket.receive()
+        return _current_websocket().receive()
 
     def send(self, data: str | bytes) -> t.Any:
-        ctx = _cv_websocket.get(None)
-        if ctx is None:
-            raise RuntimeError(_UNBOUND)
-        return ctx.websocket.send(data)
+        return _current_websocket().send(data)
 
     def receive_json(self) -> t.Any:
         return _current_websocket().receive_json()

@@ -272,7 +272,7 @@ class Websocket:
                 return self._take()
             if self._watcher is None and self._waiter is None and not self._reading and not self.closed:
                 # No watcher is needed when this returns: the bridge starts one
-                # if the handler next waits on something else (see waiting()).
+                # if the handler next waits on something else (see _waiting()).
                 self._reading = True
                 self._unyielded = 0
                 try:
@@ -307,13 +307,8 @@ class Websocket:
             and self._unyielded < _YIELD_EVERY - 1
         ):
             self._unyielded += 1
-            message = (
-                {"type": "websocket.send", "text": data}
-                if type(data) is str
-                else {"type": "websocket.send", "bytes": data}
-            )
             try:
-                return wait_in(current, self._asgi_send(message))
+                return wait_in(current, self._asgi_send(_send_event(data)))
             except OSError as exc:
                 self._disconnected(1006, "")
                 raise WebsocketDisconnect(1006) from exc
@@ -466,14 +461,7 @@ class Websocket:
             raise WebsocketDisconnect(*self._disconnect)
         if self._closed is not None:
             raise RuntimeError("Cannot send: the handler already closed this websocket.")
-        message = (
-            {"type": "websocket.send", "text": data} if type(data) is str else {"type": "websocket.send", "bytes": data}
-        )
-        try:
-            await self._asgi_send(message)  # as _send_to_server(), without a coroutine more per message
-        except OSError as exc:
-            self._disconnected(1006, "")
-            raise WebsocketDisconnect(1006) from exc
+        await self._send_to_server(_send_event(data))
         self._unyielded += 1
         if self._unyielded >= _YIELD_EVERY:
             # Once the client is gone hypercorn's send returns without ever
@@ -521,7 +509,7 @@ class Websocket:
     def watcher(self) -> asyncio.Task[None] | None:
         return self._watcher
 
-    def waiting(self) -> None:
+    def _waiting(self) -> None:
         """The handler's greenlet is about to wait on the loop: unless it waits
         for the next message, start watching for the client leaving meanwhile."""
         if not self._reading:
@@ -561,9 +549,7 @@ class Websocket:
     def _data_of(self, message: dict[str, t.Any]) -> str | bytes | None:
         """The data of a received message within the size limit; None for anything else."""
         if message["type"] == "websocket.receive":
-            data: str | bytes | None = message.get("text")
-            if data is None:
-                data = message.get("bytes") or b""
+            data = _payload(message)
             if self._max_size is None or len(data) <= self._max_size:
                 return data
         return None
@@ -575,10 +561,7 @@ class Websocket:
         """
         kind = message["type"]
         if kind == "websocket.receive":
-            data = message.get("text")
-            if data is None:
-                data = message.get("bytes") or b""
-            await self._refuse_oversized(len(data), notify=notify)
+            await self._refuse_oversized(len(_payload(message)), notify=notify)
         elif kind == "websocket.disconnect":
             self._disconnected(message.get("code", 1005), message.get("reason") or "", notify=notify)
         else:
@@ -611,6 +594,17 @@ class Websocket:
     def disconnect(self) -> WebsocketDisconnect | None:
         """The client's departure, once known."""
         return None if self._disconnect is None else WebsocketDisconnect(*self._disconnect)
+
+
+def _payload(message: dict[str, t.Any]) -> str | bytes:
+    text: str | None = message.get("text")
+    return text if text is not None else message.get("bytes") or b""
+
+
+def _send_event(data: str | bytes) -> dict[str, t.Any]:
+    if type(data) is str:
+        return {"type": "websocket.send", "text": data}
+    return {"type": "websocket.send", "bytes": data}
 
 
 _per_thread = threading.local()
