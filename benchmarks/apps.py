@@ -97,21 +97,7 @@ def make_context_floor() -> t.Any:
     ``session``, ``url_for`` and ``current_app`` need. No hooks, no handler
     dispatch, nothing else of ours.
     """
-    app = Flask("bench_floor")
-    app.secret_key = SECRET_KEY
-    app.url_map.add(Rule("/floor", endpoint="floor", websocket=True))
-
-    async def floor(scope: dict[str, t.Any], receive: t.Any, send: t.Any) -> None:
-        if scope["type"] != "websocket":
-            return await raw_echo(scope, receive, send)
-        context = app.request_context(build_environ(scope))
-        context.push()
-        try:
-            await raw_echo(scope, receive, send)
-        finally:
-            context.pop()
-
-    return floor
+    return _in_flask_context("bench_floor", raw_echo)
 
 
 def make_greenlet_floor() -> t.Any:
@@ -121,9 +107,6 @@ def make_greenlet_floor() -> t.Any:
     can cost: the request context of :func:`make_context_floor` plus one
     suspended greenlet per connection, driven by the bridge's two primitives.
     """
-    app = Flask("bench_greenlet_floor")
-    app.secret_key = SECRET_KEY
-    app.url_map.add(Rule("/floor", endpoint="floor", websocket=True))
 
     def sync_echo(receive: t.Any, send: t.Any) -> None:
         await_(receive())  # websocket.connect
@@ -134,13 +117,25 @@ def make_greenlet_floor() -> t.Any:
                 return
             await_(send({"type": "websocket.send", "text": message.get("text"), "bytes": message.get("bytes")}))
 
+    async def echo(scope: dict[str, t.Any], receive: t.Any, send: t.Any) -> None:
+        await greenlet_spawn(sync_echo, receive, send)
+
+    return _in_flask_context("bench_greenlet_floor", echo)
+
+
+def _in_flask_context(name: str, echo: t.Callable[..., t.Awaitable[None]]) -> t.Any:
+    """``echo`` served on ``/floor`` inside one Flask request context per connection."""
+    app = Flask(name)
+    app.secret_key = SECRET_KEY
+    app.url_map.add(Rule("/floor", endpoint="floor", websocket=True))
+
     async def floor(scope: dict[str, t.Any], receive: t.Any, send: t.Any) -> None:
         if scope["type"] != "websocket":
             return await raw_echo(scope, receive, send)
         context = app.request_context(build_environ(scope))
         context.push()
         try:
-            await greenlet_spawn(sync_echo, receive, send)
+            await echo(scope, receive, send)
         finally:
             context.pop()
 

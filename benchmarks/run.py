@@ -78,15 +78,20 @@ def tree(pid: int) -> list[int]:
     return found
 
 
-def rss_bytes(pid: int) -> int:
-    total = 0
+def _over_tree(pid: int, name: str, read: t.Callable[[str], float]) -> float:
+    """``read`` applied to ``/proc/<p>/<name>`` of ``pid`` and its descendants, summed."""
+    total = 0.0
     for p in tree(pid):
         try:
-            with open(f"/proc/{p}/statm") as f:
-                total += int(f.read().split()[1]) * PAGE
+            with open(f"/proc/{p}/{name}") as f:
+                total += read(f.read())
         except OSError:
             pass
     return total
+
+
+def rss_bytes(pid: int) -> int:
+    return int(_over_tree(pid, "statm", lambda text: int(text.split()[1]) * PAGE))
 
 
 def tcp_retransmits() -> int | None:
@@ -105,15 +110,11 @@ def tcp_retransmits() -> int | None:
 
 
 def cpu_seconds(pid: int) -> float:
-    total = 0.0
-    for p in tree(pid):
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
-        except OSError:
-            pass
-    return total
+    def user_and_system(stat: str) -> float:
+        fields = stat.rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    return _over_tree(pid, "stat", user_and_system)
 
 
 class Server:
