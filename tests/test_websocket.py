@@ -361,11 +361,29 @@ def test_client_disconnect_reaches_waiting_handlers(serve: t.Any) -> None:
         await websocket.send("ready")
         await asyncio.sleep(60)
 
+    @app.websocket("/sync-elsewhere-after-receiving")
+    def sync_elsewhere_after_receiving() -> None:
+        from flask_asyncws import await_
+
+        websocket.send("ready")
+        websocket.send(websocket.receive())  # reading directly: no watcher while it waited here
+        await_(asyncio.sleep(60))  # so waiting elsewhere must start one
+
+    @app.websocket("/async-elsewhere-after-receiving")
+    async def async_elsewhere_after_receiving() -> None:
+        await websocket.send("ready")
+        await websocket.send(await websocket.receive())
+        await asyncio.sleep(60)
+
     srv = serve(app)
-    for endpoint in ("sync_receive", "async_receive", "sync_elsewhere", "async_elsewhere"):
+    endpoints = ("sync_receive", "async_receive", "sync_elsewhere", "async_elsewhere")
+    for endpoint in (*endpoints, "sync_elsewhere_after_receiving", "async_elsewhere_after_receiving"):
         torn_down[endpoint] = threading.Event()
         with connect(f"{srv.ws_url}/{endpoint.replace('_', '-')}") as ws:
             assert ws.recv(timeout=5) == "ready"
+            if endpoint.endswith("after_receiving"):
+                ws.send("echo me")
+                assert ws.recv(timeout=5) == "echo me"
             ws.close(4000, "leaving")
         assert torn_down[endpoint].wait(5), endpoint
         exc = seen[endpoint]
