@@ -364,6 +364,7 @@ class Connection:
             raise
 
     def _finish(self, rv: t.Any) -> None:
+        self.websocket._check_awaited()
         if self.websocket._misuse is not None:
             self.websocket._raise_misuse()  # a dropped, unawaited call: not a clean end
         response = None if rv is None else self.app.make_response(rv)

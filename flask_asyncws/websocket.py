@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import collections.abc
 import contextvars
+import inspect
 import logging
+import sys
 import threading
+import types
 import typing as t
 import warnings
+import weakref
 
 from flask import Request
 from greenlet import getcurrent
@@ -64,52 +67,6 @@ class WebsocketDisconnect(Exception):
         return f"websocket closed with code {self.code}" + (f": {self.reason}" if self.reason else "")
 
 
-class _Operation(collections.abc.Coroutine[t.Any, t.Any, T]):
-    """A websocket call from async code, checked to be awaited.
-
-    A plain call from a coroutine (``websocket.send(x)`` without ``await``)
-    drops this object unawaited; the connection then reports the mistake
-    instead of silently not sending. It is a coroutine as far as asyncio is
-    concerned, so ``asyncio.create_task(websocket.receive())`` works too.
-    """
-
-    __slots__ = ("_args", "_coro", "_done", "_factory", "_name", "_ws")
-
-    def __init__(
-        self, ws: Websocket, name: str, factory: t.Callable[..., t.Coroutine[t.Any, t.Any, T]], args: tuple[t.Any, ...]
-    ) -> None:
-        self._ws = ws
-        self._name = name
-        self._factory = factory
-        self._args = args
-        self._coro: t.Coroutine[t.Any, t.Any, T] | None = None
-        self._done = False
-
-    def __await__(self) -> t.Generator[t.Any, None, T]:
-        return self._start().__await__()
-
-    def send(self, value: t.Any) -> t.Any:
-        return self._start().send(value)
-
-    def throw(self, typ: t.Any, val: t.Any = None, tb: t.Any = None) -> t.Any:
-        return self._start().throw(typ, val, tb)
-
-    def close(self) -> None:
-        self._done = True
-        if self._coro is not None:
-            self._coro.close()
-
-    def _start(self) -> t.Coroutine[t.Any, t.Any, T]:
-        if self._coro is None:
-            self._done = True
-            self._coro = self._factory(*self._args)
-        return self._coro
-
-    def __del__(self) -> None:
-        if not self._done:
-            self._ws._report_unawaited(self._name)
-
-
 class _FromRequest:
     """A websocket attribute read from the handshake's Flask request."""
 
@@ -140,6 +97,7 @@ class Websocket:
         "_inbox",
         "_loop",
         "_max_size",
+        "_handed",
         "_misuse",
         "_reading",
         "_space",
@@ -148,6 +106,7 @@ class Websocket:
         "_thread",
         "_waiter",
         "_watch_pending",
+        "_watch_queue",
         "_watcher",
         "on_disconnect",
         "request",
@@ -176,9 +135,12 @@ class Websocket:
         self._closed: tuple[int, str] | None = None
         self._disconnect: tuple[int, str] | None = None
         self._misuse: str | None = None
+        #: The coroutine last handed to async code, to notice a forgotten await.
+        self._handed: types.CoroutineType[t.Any, t.Any, t.Any] | None = None
         self._max_size = max_message_size
         self._watcher: asyncio.Task[None] | None = None
         self._watch_pending = False
+        self._watch_queue = _watch_queue(self._loop)
         self._reading = False
         self._stopped = False
         self._unyielded = 0
@@ -261,7 +223,7 @@ class Websocket:
                 f" {self.requested_subprotocols!r}. Choose one of those, or None."
             )
         header_list = _header_list(headers)
-        return self._dispatch("accept", self._accept, header_list, subprotocol)
+        return self._dispatch("accept", self._accept(header_list, subprotocol))
 
     def receive(self) -> t.Any:
         """The next message from the client, ``str`` or ``bytes`` as sent."""
@@ -270,7 +232,13 @@ class Websocket:
             # The sync fast path: no coroutine layers between the handler and the server.
             if self._inbox:
                 return self._take()
-            if self._watcher is None and self._waiter is None and not self._reading and not self.closed:
+            if (
+                self._watcher is None
+                and self._waiter is None
+                and not self._reading
+                and self._closed is None
+                and self._disconnect is None
+            ):
                 # No watcher is needed when this returns: the bridge starts one
                 # if the handler next waits on something else (see _waiting()).
                 self._reading = True
@@ -284,16 +252,12 @@ class Websocket:
                         wait_in(current, self._no_data(message, notify=False))
                 finally:
                     self._reading = False
-        return self._dispatch("receive", self._receive)
+        return self._dispatch("receive", self._receive())
 
     def send(self, data: str | bytes) -> t.Any:
         """Send ``str`` as a text message or ``bytes`` as a binary one."""
-        if isinstance(data, (bytearray, memoryview)):
-            data = bytes(data)
-        elif not isinstance(data, (str, bytes)):
-            raise TypeError(
-                f"websocket.send() takes str or bytes, not {type(data).__name__}; use send_json() for other objects."
-            )
+        if type(data) is not str and type(data) is not bytes:
+            data = _exact(data)
         if self._max_size is not None and len(data) > self._max_size:
             raise ValueError(
                 f"Outgoing message of {len(data)} bytes exceeds ASYNCWS_MAX_MESSAGE_SIZE ({self._max_size})."
@@ -303,7 +267,8 @@ class Websocket:
             isinstance(current, _BridgeGreenlet)
             and self._accepted
             and self._misuse is None
-            and not self.closed
+            and self._closed is None
+            and self._disconnect is None
             and self._unyielded < _YIELD_EVERY - 1
         ):
             self._unyielded += 1
@@ -312,7 +277,7 @@ class Websocket:
             except OSError as exc:
                 self._disconnected(1006, "")
                 raise WebsocketDisconnect(1006) from exc
-        return self._dispatch("send", self._send, data)
+        return self._dispatch("send", self._send(data))
 
     def receive_json(self) -> t.Any:
         """The next message decoded with ``app.json``.
@@ -320,8 +285,8 @@ class Websocket:
         Invalid JSON raises :class:`ValueError` (``json.JSONDecodeError``).
         """
         if isinstance(getcurrent(), _BridgeGreenlet):
-            return self._decode(self._dispatch("receive_json", self._receive))
-        return self._dispatch("receive_json", self._receive_json)
+            return self._decode(self._dispatch("receive_json", self._receive()))
+        return self._dispatch("receive_json", self._receive_json())
 
     def send_json(self, obj: t.Any) -> t.Any:
         """Send ``obj`` encoded with ``app.json`` as a text message."""
@@ -338,26 +303,46 @@ class Websocket:
             )
         if len(reason.encode()) > 123:
             raise ValueError("A close reason is at most 123 bytes of UTF-8.")
-        return self._dispatch("close", self._close, code, reason)
+        return self._dispatch("close", self._close(code, reason))
 
     # -- the two call forms --------------------------------------------
 
-    def _dispatch(self, name: str, factory: t.Callable[..., t.Coroutine[t.Any, t.Any, T]], *args: t.Any) -> t.Any:
-        if self._misuse is not None:
-            self._raise_misuse()
+    def _dispatch(self, name: str, coro: t.Coroutine[t.Any, t.Any, T]) -> t.Any:
+        """Hand ``coro`` to an async caller to await, or run it for a sync one.
+
+        A call from async code without ``await`` (``websocket.send(x)``) drops
+        the coroutine unrun. The next call notices that the one before was
+        dropped, and so does the handler's end, so the mistake is reported
+        instead of a message silently not being sent.
+        """
         current = getcurrent()
+        if self._misuse is None and not isinstance(current, _BridgeGreenlet) and threading.get_ident() == self._thread:
+            if self._handed is not None and self._handed.cr_frame is not None:
+                self._check_awaited()
+            if self._misuse is None:
+                self._handed = t.cast("types.CoroutineType[t.Any, t.Any, T]", coro)
+                return coro
+        if self._misuse is not None:
+            coro.close()
+            self._raise_misuse()
         if isinstance(current, _BridgeGreenlet):
-            return wait_in(current, factory(*args))
-        if threading.get_ident() != self._thread:
-            portal = current_portal()
-            if portal is not None and portal.owner is self:
-                return await_(factory(*args))  # a sync handler in thread mode
-            raise RuntimeError(
-                f"websocket.{name}() was called from another thread. Call it from the"
-                " handler; a blocking function run through run_sync() should return"
-                " its result to the handler, which then sends it."
-            )
-        return _Operation(self, name, factory, args)
+            return wait_in(current, coro)
+        portal = current_portal()
+        if portal is not None and portal.owner is self:
+            return await_(coro)  # a sync handler in thread mode
+        coro.close()
+        raise RuntimeError(
+            f"websocket.{name}() was called from another thread. Call it from the"
+            " handler; a blocking function run through run_sync() should return"
+            " its result to the handler, which then sends it."
+        )
+
+    def _check_awaited(self) -> None:
+        """Report the last call from async code if it was never awaited."""
+        if self._handed is not None and _dropped_unrun(self):
+            coro, self._handed = self._handed, None
+            coro.close()  # never run: no "never awaited" warning on top of our report
+            self._report_unawaited(coro.__name__.lstrip("_"))
 
     def _report_unawaited(self, name: str) -> None:
         if self._misuse is None:
@@ -516,13 +501,14 @@ class Websocket:
             self._watch_soon()
 
     def _watch_soon(self) -> None:
+        """Start watching at the end of this turn of the loop, unless the handler
+        is reading again by then (the usual case)."""
         if not self._watch_pending and self._disconnect is None and not self._stopped:
             self._watch_pending = True
-            self._loop.call_soon(self._watch_if_busy, context=_empty_context())
-
-    def _watch_if_busy(self) -> None:
-        self._watch_pending = False
-        self.watch()
+            queue = self._watch_queue
+            queue.append(self)
+            if len(queue) == 1:  # one callback per turn for all connections
+                self._loop.call_soon(_start_watchers, queue, context=_empty_context())
 
     async def _watch(self) -> None:
         receive = self._asgi_receive
@@ -549,7 +535,9 @@ class Websocket:
     def _data_of(self, message: dict[str, t.Any]) -> str | bytes | None:
         """The data of a received message within the size limit; None for anything else."""
         if message["type"] == "websocket.receive":
-            data = _payload(message)
+            data: str | bytes | None = message.get("text")
+            if data is None:
+                data = message.get("bytes") or b""
             if self._max_size is None or len(data) <= self._max_size:
                 return data
         return None
@@ -596,15 +584,83 @@ class Websocket:
         return None if self._disconnect is None else WebsocketDisconnect(*self._disconnect)
 
 
+def _refcount_of_handed(ws: t.Any) -> int:
+    coro = ws._handed
+    return sys.getrefcount(coro)
+
+
+def _unshared_refcount() -> int:
+    """What :func:`_refcount_of_handed` reports for a coroutine held by
+    nothing else (interpreters count borrowed references differently)."""
+
+    class Holder:
+        __slots__ = ("_handed",)
+        _handed: t.Coroutine[t.Any, t.Any, None]
+
+    async def probe() -> None:
+        pass
+
+    holder = Holder()
+    holder._handed = probe()
+    try:
+        return _refcount_of_handed(holder)
+    finally:
+        holder._handed.close()
+
+
+_UNSHARED = _unshared_refcount()
+
+
+def _dropped_unrun(ws: Websocket) -> bool:
+    """Whether the coroutine ``ws`` last handed out was never started and
+    nothing but ``ws`` holds it: its caller dropped it without ``await``.
+    One that is held (by a task not yet started, say) may still run."""
+    return (
+        inspect.getcoroutinestate(ws._handed) == inspect.CORO_CREATED  # type: ignore[arg-type]
+        and _refcount_of_handed(ws) == _UNSHARED
+    )
+
+
 def _payload(message: dict[str, t.Any]) -> str | bytes:
     text: str | None = message.get("text")
     return text if text is not None else message.get("bytes") or b""
+
+
+def _exact(data: t.Any) -> str | bytes:
+    """``data`` as exactly ``str`` or ``bytes``, which is what servers take."""
+    if isinstance(data, str):
+        return str(data)
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    raise TypeError(
+        f"websocket.send() takes str or bytes, not {type(data).__name__}; use send_json() for other objects."
+    )
 
 
 def _send_event(data: str | bytes) -> dict[str, t.Any]:
     if type(data) is str:
         return {"type": "websocket.send", "text": data}
     return {"type": "websocket.send", "bytes": data}
+
+
+def _start_watchers(queue: list[Websocket]) -> None:
+    due = queue.copy()
+    queue.clear()
+    for ws in due:
+        ws._watch_pending = False
+        if not ws._reading:  # the handler is busy elsewhere
+            ws.watch()
+
+
+_watch_queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Websocket]] = weakref.WeakKeyDictionary()
+
+
+def _watch_queue(loop: asyncio.AbstractEventLoop) -> list[Websocket]:
+    """The loop's connections waiting for :func:`_start_watchers`."""
+    queue = _watch_queues.get(loop)
+    if queue is None:
+        queue = _watch_queues[loop] = []
+    return queue
 
 
 _per_thread = threading.local()

@@ -70,6 +70,29 @@ def test_echo_preserves_type_and_content(serve: t.Any, echo_app: Flask, path: st
             assert echoed == message
 
 
+def test_str_subclasses_are_sent_as_text_and_buffers_as_bytes(serve: t.Any) -> None:
+    from markupsafe import Markup
+
+    app = make_app()
+    sent = [Markup("<b>bold</b>"), bytearray(b"\x01\x02"), memoryview(b"\x03")]
+
+    @app.websocket("/sync")
+    def sync_handler() -> None:
+        for data in sent:
+            websocket.send(data)
+
+    @app.websocket("/async")
+    async def async_handler() -> None:
+        for data in sent:
+            await websocket.send(data)
+
+    srv = serve(app)
+    for path in ("/sync", "/async"):
+        with connect(srv.ws_url + path) as ws:
+            assert [ws.recv(timeout=5) for _ in sent] == ["<b>bold</b>", b"\x01\x02", b"\x03"]
+            assert closed(ws).code == 1000
+
+
 # -- accept: subprotocols and headers -----------------------------------------------
 
 
@@ -730,6 +753,37 @@ def test_unawaited_call_in_async_handler_fails_loudly(serve: t.Any, caplog: pyte
             assert closed(ws).code == 1011
     messages = " ".join(r.getMessage() for r in caplog.records)
     assert "websocket.send() was called without 'await'" in messages
+
+
+def test_calls_awaited_later_or_run_as_tasks_are_not_mistaken_for_misuse(
+    serve: t.Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app()
+
+    @app.websocket("/ws")
+    async def handler() -> None:
+        await websocket.accept()
+        held = websocket.send("held")  # awaited only after another call
+        await websocket.send("first")
+        await held
+        pending = asyncio.create_task(websocket.send("task"))  # not started at the next call
+        await websocket.send("second")
+        await pending
+        never_run = asyncio.create_task(websocket.receive())
+        never_run.cancel()  # cancelled before it ever ran
+        await asyncio.gather(never_run, return_exceptions=True)
+        assert never_run.cancelled()
+        await asyncio.gather(websocket.send("gathered"), websocket.send("together"))
+        await websocket.send("done")
+
+    srv = serve(app)
+    with caplog.at_level(logging.ERROR), connect(srv.ws_url + "/ws") as ws:
+        received = [ws.recv(timeout=5) for _ in range(7)]
+        assert closed(ws).code == 1000
+    # The task's send may come before or after "second", depending on the server.
+    assert received[:2] == ["first", "held"] and sorted(received[2:4]) == ["second", "task"]
+    assert sorted(received[4:6]) == ["gathered", "together"] and received[6] == "done"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 def test_call_from_another_thread_fails_loudly(serve: t.Any) -> None:
