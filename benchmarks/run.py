@@ -267,10 +267,15 @@ def drive(
 Row = dict[str, t.Any]
 
 
+#: Per message the Flask-context floor costs what raw costs; the greenlet floor
+#: shows what a sync handler waiting in a greenlet costs at least.
+ECHO_FLOOR = FLOORS[1]
+
+
 def echo_cases(opts: Options) -> t.Iterator[tuple[str, str, str, str, int]]:
     for conns in opts.connections:
         for server in SERVERS:
-            for label, app, path in ECHO_APPS:
+            for label, app, path in (*ECHO_APPS, ECHO_FLOOR):
                 yield label, server, app, path, conns
         yield FLASK_SOCK[0], "gunicorn", FLASK_SOCK[1], FLASK_SOCK[2], conns
 
