@@ -277,16 +277,16 @@ def test_finished_greenlets_are_reused_and_keep_nothing_of_their_job() -> None:
 
     from greenlet import getcurrent
 
-    from flask_asyncws.bridge import IDLE_GREENLETS, greenlet_spawn
+    from flask_asyncws.bridge import IDLE_GREENLETS, _idle, greenlet_spawn
 
     class Payload:
         pass
 
     var: contextvars.ContextVar[Payload] = contextvars.ContextVar("var")
-    ran_in: list[object] = []
+    ran_in: list[weakref.ref[t.Any]] = []
 
     def job(payload: Payload | None, fail: bool = False) -> Payload | None:
-        ran_in.append(getcurrent())
+        ran_in.append(weakref.ref(getcurrent()))
         assert var.get() is not None  # the spawning task's context
         await_(asyncio.sleep(0))
         if fail:
@@ -303,12 +303,14 @@ def test_finished_greenlets_are_reused_and_keep_nothing_of_their_job() -> None:
         var.set(Payload())
         del payload
         assert refs[0]() is None
-        assert ran_in[0] is ran_in[1]  # one greenlet served both
+        assert ran_in[0]() is ran_in[1]()  # one greenlet served both
+        ran_in.clear()
         results = await asyncio.gather(*(greenlet_spawn(job, None) for _ in range(IDLE_GREENLETS + 20)))
         assert results == [None] * (IDLE_GREENLETS + 20)
-        ran_in.clear()
-        idle = [g for g in gc.get_objects() if type(g).__name__ == "_BridgeGreenlet" and not g.busy]
-        assert len(idle) == IDLE_GREENLETS
+        # Exactly the idle ones outlive their jobs, freed by reference counting alone.
+        alive = {id(g) for g in (ref() for ref in ran_in) if g is not None}
+        assert len(_idle()) == IDLE_GREENLETS
+        assert alive == {id(g) for g in _idle()}
 
     gc.disable()
     try:
