@@ -70,11 +70,15 @@ class WebsocketContext:
 _UNBOUND = "Working outside of a websocket context: this code runs outside a websocket handler."
 
 
+_current_context = _cv_websocket.get
+
+
+def _unbound() -> t.NoReturn:
+    raise RuntimeError(_UNBOUND)
+
+
 def _current_websocket() -> Websocket:
-    ctx = _cv_websocket.get(None)
-    if ctx is None:
-        raise RuntimeError(_UNBOUND)
-    return ctx.websocket
+    return (_current_context(None) or _unbound()).websocket
 
 
 class _WebsocketProxy(LocalProxy):  # type: ignore[type-arg]
@@ -83,10 +87,10 @@ class _WebsocketProxy(LocalProxy):  # type: ignore[type-arg]
     __slots__ = ()
 
     def receive(self) -> t.Any:
-        return _current_websocket().receive()
+        return (_current_context(None) or _unbound()).websocket.receive()
 
     def send(self, data: str | bytes) -> t.Any:
-        return _current_websocket().send(data)
+        return (_current_context(None) or _unbound()).websocket.send(data)
 
     def receive_json(self) -> t.Any:
         return _current_websocket().receive_json()

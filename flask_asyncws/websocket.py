@@ -29,7 +29,7 @@ from greenlet import getcurrent
 from werkzeug.datastructures import Headers
 from werkzeug.sansio.utils import get_current_url
 
-from .bridge import _BridgeGreenlet, await_, current_portal, wait_in
+from .bridge import _BridgeGreenlet, await_, current_portal, hand_over, wait_in
 
 if t.TYPE_CHECKING:
     from werkzeug.datastructures import Authorization, ImmutableMultiDict, MultiDict
@@ -98,6 +98,7 @@ class Websocket:
         "_loop",
         "_max_size",
         "_handed",
+        "_home",
         "_misuse",
         "_reading",
         "_space",
@@ -128,6 +129,8 @@ class Websocket:
         self._asgi_send = send
         self._loop = asyncio.get_running_loop()
         self._thread = _thread_ident()
+        #: The greenlet running the loop: async code calls from there.
+        self._home = getcurrent()
         self._inbox: collections.deque[str | bytes] | None = None  # created when the watcher holds a message
         self._waiter: asyncio.Future[str | bytes] | None = None
         self._space: asyncio.Future[None] | None = None
@@ -228,8 +231,12 @@ class Websocket:
     def receive(self) -> t.Any:
         """The next message from the client, ``str`` or ``bytes`` as sent."""
         current = getcurrent()
+        if current is self._home:
+            return self._hand(self._receive())
         if isinstance(current, _BridgeGreenlet) and self._accepted and self._misuse is None:
-            # The sync fast path: no coroutine layers between the handler and the server.
+            # The sync fast path: no coroutine layers between the handler and the
+            # server. The next message is usually not there yet, so the read is
+            # handed to the bridge's driver rather than tried here first.
             if self._inbox:
                 return self._take()
             if (
@@ -245,7 +252,7 @@ class Websocket:
                 self._unyielded = 0
                 try:
                     while True:
-                        message = wait_in(current, self._asgi_receive())
+                        message = hand_over(current, self._asgi_receive())
                         data = self._data_of(message)
                         if data is not None:
                             return data
@@ -263,6 +270,8 @@ class Websocket:
                 f"Outgoing message of {len(data)} bytes exceeds ASYNCWS_MAX_MESSAGE_SIZE ({self._max_size})."
             )
         current = getcurrent()
+        if current is self._home:
+            return self._hand(self._send(data))
         if (
             isinstance(current, _BridgeGreenlet)
             and self._accepted
@@ -275,8 +284,7 @@ class Websocket:
             try:
                 return wait_in(current, self._asgi_send(_send_event(data)))
             except OSError as exc:
-                self._disconnected(1006, "")
-                raise WebsocketDisconnect(1006) from exc
+                raise self._gone() from exc
         return self._dispatch("send", self._send(data))
 
     def receive_json(self) -> t.Any:
@@ -308,20 +316,10 @@ class Websocket:
     # -- the two call forms --------------------------------------------
 
     def _dispatch(self, name: str, coro: t.Coroutine[t.Any, t.Any, T]) -> t.Any:
-        """Hand ``coro`` to an async caller to await, or run it for a sync one.
-
-        A call from async code without ``await`` (``websocket.send(x)``) drops
-        the coroutine unrun. The next call notices that the one before was
-        dropped, and so does the handler's end, so the mistake is reported
-        instead of a message silently not being sent.
-        """
+        """Hand ``coro`` to an async caller to await, or run it for a sync one."""
         current = getcurrent()
-        if self._misuse is None and not isinstance(current, _BridgeGreenlet) and threading.get_ident() == self._thread:
-            if self._handed is not None and self._handed.cr_frame is not None:
-                self._check_awaited()
-            if self._misuse is None:
-                self._handed = t.cast("types.CoroutineType[t.Any, t.Any, T]", coro)
-                return coro
+        if not isinstance(current, _BridgeGreenlet) and threading.get_ident() == self._thread:
+            return self._hand(coro)
         if self._misuse is not None:
             coro.close()
             self._raise_misuse()
@@ -336,6 +334,26 @@ class Websocket:
             " handler; a blocking function run through run_sync() should return"
             " its result to the handler, which then sends it."
         )
+
+    def _hand(self, coro: t.Coroutine[t.Any, t.Any, T]) -> t.Coroutine[t.Any, t.Any, T]:
+        """Give ``coro`` to async code to await.
+
+        A call from async code without ``await`` (``websocket.send(x)``) drops
+        the coroutine unrun. The next call notices that the one before was
+        dropped, and so does the handler's end, so the mistake is reported
+        instead of a message silently not being sent.
+        """
+        if self._misuse is None:
+            # No local name for the last one: the check counts its references.
+            if self._handed is None or self._handed.cr_frame is None:
+                self._handed = coro  # type: ignore[assignment]
+                return coro
+            self._check_awaited()
+            if self._misuse is None:
+                self._handed = coro  # type: ignore[assignment]
+                return coro
+        coro.close()
+        self._raise_misuse()
 
     def _check_awaited(self) -> None:
         """Report the last call from async code if it was never awaited."""
@@ -446,7 +464,10 @@ class Websocket:
             raise WebsocketDisconnect(*self._disconnect)
         if self._closed is not None:
             raise RuntimeError("Cannot send: the handler already closed this websocket.")
-        await self._send_to_server(_send_event(data))
+        try:
+            await self._asgi_send(_send_event(data))
+        except OSError as exc:
+            raise self._gone() from exc
         self._unyielded += 1
         if self._unyielded >= _YIELD_EVERY:
             # Once the client is gone hypercorn's send returns without ever
@@ -467,9 +488,12 @@ class Websocket:
         try:
             await self._asgi_send(message)
         except OSError as exc:
-            # ASGI 2.4: the server raises an OSError once the client is gone.
-            self._disconnected(1006, "")
-            raise WebsocketDisconnect(1006) from exc
+            raise self._gone() from exc
+
+    def _gone(self) -> WebsocketDisconnect:
+        """ASGI 2.4: the server raises an OSError from send once the client is gone."""
+        self._disconnected(1006, "")
+        return WebsocketDisconnect(1006)
 
     # -- the reading side -------------------------------------------------
     #
