@@ -2,13 +2,16 @@
 
 Each configuration gets a fresh server process (pinned to CPU 0) and a fresh
 load-client process (pinned to CPU 1) where ``taskset`` and two cores exist.
-Every process has a deadline, so a run always ends.
+Configurations compared with each other run in interleaved rounds and their
+ratios are taken within a round. Every process has a deadline, so a run
+always ends.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -272,65 +275,95 @@ Row = dict[str, t.Any]
 ECHO_FLOOR = FLOORS[1]
 
 
-def echo_cases(opts: Options) -> t.Iterator[tuple[str, str, str, str, int]]:
-    for conns in opts.connections:
-        for server in SERVERS:
-            for label, app, path in (*ECHO_APPS, ECHO_FLOOR):
-                yield label, server, app, path, conns
-        yield FLASK_SOCK[0], "gunicorn", FLASK_SOCK[1], FLASK_SOCK[2], conns
+Case = tuple[str, str, str, str]  # label, server, app, path
+
+
+def echo_sets() -> t.Iterator[list[Case]]:
+    """The configurations compared with each other: one set per server.
+
+    Flask-Sock joins uvicorn's set, the server it is compared with.
+    """
+    for server in SERVERS:
+        cases = [(label, server, app, path) for label, app, path in (*ECHO_APPS, ECHO_FLOOR)]
+        if server == "uvicorn":
+            cases.append((FLASK_SOCK[0], "gunicorn", FLASK_SOCK[1], FLASK_SOCK[2]))
+        yield cases
+
+
+def in_rounds(
+    cases: list[Case], repeat: int, run: t.Callable[[Case], dict[str, t.Any]]
+) -> list[list[dict[str, t.Any]]]:
+    """Run every case once per round, rotating the order each round.
+
+    This machine's speed drifts by 10-20% over minutes (and more with many
+    connections, whose working set outgrows the CPU's caches): runs of one
+    configuration back to back would compare a fast minute with a slow one.
+    Runs of one round sit next to each other in time, and each carries its
+    round number, so ratios are taken within a round (see ``paired``).
+    """
+    runs: list[list[dict[str, t.Any]]] = [[] for _ in cases]
+    for round_ in range(repeat):
+        for offset in range(len(cases)):
+            i = (round_ + offset) % len(cases)
+            runs[i].append({**run(cases[i]), "round": round_})
+    return runs
+
+
+def echo_run(opts: Options, conns: int, case: Case) -> dict[str, t.Any]:
+    _, server, app, path = case
+    with Server(server, app, threads=conns + 10) as srv:
+        return drive(
+            srv,
+            "echo",
+            path,
+            deadline=opts.warmup + opts.duration + 90,
+            connections=conns,
+            duration=opts.duration,
+            min_count=opts.min_count,
+            warmup=opts.warmup,
+        )
 
 
 def group_echo(opts: Options) -> list[Row]:
     rows = []
-    for label, server, app, path, conns in echo_cases(opts):
-        runs = []
-        for _ in range(opts.repeat):
-            with Server(server, app, threads=conns + 10) as srv:
-                runs.append(
-                    drive(
-                        srv,
-                        "echo",
-                        path,
-                        deadline=opts.warmup + opts.duration + 90,
-                        connections=conns,
-                        duration=opts.duration,
-                        min_count=opts.min_count,
-                        warmup=opts.warmup,
-                    )
-                )
-        rows.append({"group": "echo", "app": label, "server": server, "connections": conns, "runs": runs})
-        report_progress(rows[-1])
+    for conns in opts.connections:
+        for cases in echo_sets():
+            runs = in_rounds(cases, opts.repeat, functools.partial(echo_run, opts, conns))
+            for (label, server, _, _), case_runs in zip(cases, runs, strict=True):
+                rows.append({"group": "echo", "app": label, "server": server, "connections": conns, "runs": case_runs})
+                report_progress(rows[-1])
     return rows
+
+
+def handshake_run(opts: Options, case: Case) -> dict[str, t.Any]:
+    _, server, app, path = case
+    with Server(server, app, threads=opts.handshake_concurrency + 10) as srv:
+        return drive(
+            srv,
+            "handshake",
+            path,
+            deadline=opts.warmup + opts.duration + 90,
+            connections=opts.handshake_concurrency,
+            duration=opts.duration,
+            min_count=opts.min_count,
+            warmup=opts.warmup,
+            cookie="session=" + session_cookie() if app == "session" else None,
+        )
 
 
 def group_handshake(opts: Options) -> list[Row]:
     rows = []
-    cookie = "session=" + session_cookie()
-    cases = [(label, server, app, path) for server in SERVERS for label, app, path in ECHO_APPS]
-    cases += [("session", server, "session", "/session") for server in SERVERS]
-    cases += [(label, server, app, path) for label, app, path in FLOORS for server in SERVERS]
-    cases.append((*FLASK_SOCK[:1], "gunicorn", *FLASK_SOCK[1:]))
-    for label, server, app, path in cases:
-        runs = []
-        for _ in range(opts.repeat):
-            with Server(server, app, threads=opts.handshake_concurrency + 10) as srv:
-                runs.append(
-                    drive(
-                        srv,
-                        "handshake",
-                        path,
-                        deadline=opts.warmup + opts.duration + 90,
-                        connections=opts.handshake_concurrency,
-                        duration=opts.duration,
-                        min_count=opts.min_count,
-                        warmup=opts.warmup,
-                        cookie=cookie if app == "session" else None,
-                    )
-                )
-        row = {"group": "handshake", "app": label, "server": server, "connections": opts.handshake_concurrency}
-        row["runs"] = runs
-        rows.append(row)
-        report_progress(row)
+    for server in SERVERS:
+        cases = [(label, server, app, path) for label, app, path in (*ECHO_APPS, ("session", "session", "/session"))]
+        cases += [(label, server, app, path) for label, app, path in FLOORS]
+        if server == "uvicorn":
+            cases.append((FLASK_SOCK[0], "gunicorn", FLASK_SOCK[1], FLASK_SOCK[2]))
+        runs = in_rounds(cases, opts.repeat, functools.partial(handshake_run, opts))
+        for (label, server_, _, _), case_runs in zip(cases, runs, strict=True):
+            row = {"group": "handshake", "app": label, "server": server_, "connections": opts.handshake_concurrency}
+            row["runs"] = case_runs
+            rows.append(row)
+            report_progress(row)
     return rows
 
 
@@ -466,7 +499,7 @@ def med(row: Row | None, key: str) -> float | None:
 
 def spread(row: Row, key: str) -> float | None:
     """(max - min) / median of the runs, the run-to-run noise."""
-    values = [r[key] for r in row["runs"] if r.get(key) is not None]
+    values = [float(r[key]) for r in row["runs"] if r.get(key) is not None]
     if len(values) < 2 or not statistics.median(values):
         return None
     return (max(values) - min(values)) / statistics.median(values)
@@ -493,8 +526,27 @@ def find(rows: list[Row], group: str, app: str, server: str, conns: int | None =
     return None
 
 
-def ratio(a: float | None, b: float | None) -> str:
-    return "-" if a is None or not b else f"{a / b:.2f}"
+def paired(row: Row | None, base: Row | None, key: str = "rate") -> float | None:
+    """``row`` over ``base``: the median of the ratios within each round.
+
+    Rows run outside rounds (memory, scale) fall back to the ratio of medians.
+    """
+    if row is None or base is None:
+        return None
+    by_round: dict[int, float] = {r["round"]: r[key] for r in base["runs"] if "round" in r and r.get(key)}
+    ratios = [
+        float(r[key]) / by_round[r["round"]]
+        for r in row["runs"]
+        if r.get(key) is not None and by_round.get(r.get("round"))
+    ]
+    if ratios:
+        return statistics.median(ratios)
+    mine, theirs = med(row, key), med(base, key)
+    return mine / theirs if mine is not None and theirs else None
+
+
+def ratio(value: float | None) -> str:
+    return fmt(value, ".2f")
 
 
 def render(rows: list[Row]) -> str:
@@ -514,7 +566,7 @@ def render(rows: list[Row]) -> str:
             out.append(
                 f"| {r['server']} | {r['app']} | {r['connections']} | {fmt(rate)} | {fmt(spread(r, 'rate'), '.0%')}"
                 f" | {fmt(med(r, 'p50_ms'), '.2f')} | {fmt(med(r, 'p99_ms'), '.2f')}"
-                f" | {ratio(rate, med(raw, 'rate'))} | {ratio(rate, med(quart, 'rate'))}"
+                f" | {ratio(paired(r, raw))} | {ratio(paired(r, quart))}"
                 f" | {fmt(med(r, 'server_cpu'), '.0%')} | {fmt(med(r, 'client_cpu'), '.0%')}"
                 f" | {fmt(maxof(r, 'retransmits'))} | {'; '.join(failures(r)) or 0} |"
             )
@@ -532,7 +584,7 @@ def render(rows: list[Row]) -> str:
             out.append(
                 f"| {r['server']} | {r['app']} | {fmt(rate)} | {fmt(spread(r, 'rate'), '.0%')}"
                 f" | {fmt(med(r, 'p50_ms'), '.2f')} | {fmt(med(r, 'p99_ms'), '.2f')}"
-                f" | {ratio(rate, med(raw, 'rate'))} | {fmt(med(r, 'server_cpu'), '.0%')}"
+                f" | {ratio(paired(r, raw))} | {fmt(med(r, 'server_cpu'), '.0%')}"
                 f" | {fmt(med(r, 'client_cpu'), '.0%')} | {'; '.join(failures(r)) or 0} |"
             )
     mem = [r for r in rows if r["group"] == "memory"]
@@ -547,7 +599,7 @@ def render(rows: list[Row]) -> str:
             out.append(
                 f"| {r['server']} | {r['app']} | {r['connections']} | {fmt(per and per / 1024, '.1f')}"
                 f" | {fmt(spread(r, 'per_connection'), '.0%')} | {fmt((med(r, 'rss') or 0) / 2**20, '.0f')}"
-                f" | {ratio(per, med(raw, 'per_connection'))} | {'; '.join(failures(r)) or 0} |"
+                f" | {ratio(paired(r, raw, 'per_connection'))} | {'; '.join(failures(r)) or 0} |"
             )
     scale = [r for r in rows if r["group"] == "scale"]
     if scale:
@@ -583,17 +635,19 @@ def render(rows: list[Row]) -> str:
 def check_targets(rows: list[Row]) -> list[tuple[bool, str]]:
     checks: list[tuple[bool, str]] = []
 
-    def rate(group: str, app: str, server: str, conns: int | None = None, key: str = "rate") -> float | None:
-        row = find(rows, group, app, server, conns)
-        return None if row is None else med(row, key)
+    def over(group: str, app: str, server: str, base: str, base_server: str | None = None, **kw: t.Any) -> float | None:
+        conns = kw.pop("conns", None)
+        return paired(
+            find(rows, group, app, server, conns), find(rows, group, base, base_server or server, conns), **kw
+        )
 
-    def check(ok_value: float | None, limit: float, text: str, above: bool = True) -> None:
-        if ok_value is None:
+    def check(value: float | None, limit: float, text: str, above: bool = True) -> None:
+        if value is None:
             return
         checks.append(
             (
-                ok_value >= limit if above else ok_value <= limit,
-                f"{text}: {ok_value:.2f} (target {'≥' if above else '≤'} {limit})",
+                value >= limit if above else value <= limit,
+                f"{text}: {value:.2f} (target {'≥' if above else '≤'} {limit})",
             )
         )
 
@@ -601,32 +655,28 @@ def check_targets(rows: list[Row]) -> list[tuple[bool, str]]:
     for conns in conns_seen:
         for app in ("sync", "async"):
             for server in SERVERS:
-                mine, raw = rate("echo", app, server, conns), rate("echo", "raw", server, conns)
-                check(mine / raw if mine and raw else None, 0.9, f"echo {app}@{server} ×raw at {conns}")
-            mine, quart = rate("echo", app, "hypercorn", conns), rate("echo", "quart", "hypercorn", conns)
-            check(mine / quart if mine and quart else None, 1.15, f"echo {app}@hypercorn ×quart at {conns}")
-            mine, sock = rate("echo", app, "uvicorn", conns), rate("echo", "flask-sock", "gunicorn", conns)
-            check(mine / sock if mine and sock else None, 1.0, f"echo {app}@uvicorn ×flask-sock at {conns}")
+                check(over("echo", app, server, "raw", conns=conns), 0.9, f"echo {app}@{server} ×raw at {conns}")
+            check(over("echo", app, "hypercorn", "quart", conns=conns), 1.15, f"echo {app}@hypercorn ×quart at {conns}")
+            check(
+                over("echo", app, "uvicorn", "flask-sock", "gunicorn", conns=conns),
+                1.0,
+                f"echo {app}@uvicorn ×flask-sock at {conns}",
+            )
             for server in SERVERS:
-                mine = rate("echo", app, server, conns, "p99_ms")
-                quart = rate("echo", "quart", server, conns, "p99_ms")
                 check(
-                    mine / quart if mine and quart else None,
+                    over("echo", app, server, "quart", conns=conns, key="p99_ms"),
                     1.0,
                     f"p99 {app}@{server} ÷ quart's at {conns}",
                     above=False,
                 )
     for app in ("sync", "async", "session"):
         for server in SERVERS:
-            mine, raw = rate("handshake", app, server), rate("handshake", "raw", server)
-            check(mine / raw if mine and raw else None, 0.8, f"handshakes {app}@{server} ×raw")
+            check(over("handshake", app, server, "raw"), 0.8, f"handshakes {app}@{server} ×raw")
     for conns in sorted({r["connections"] for r in rows if r["group"] == "memory"}):
         for app in ("sync", "async"):
             for server in SERVERS:
-                mine = rate("memory", app, server, conns, "per_connection")
-                raw = rate("memory", "raw", server, conns, "per_connection")
                 check(
-                    mine / raw if mine and raw else None,
+                    over("memory", app, server, "raw", conns=conns, key="per_connection"),
                     1.3,
                     f"RSS/conn {app}@{server} ÷ raw's at {conns}",
                     above=False,

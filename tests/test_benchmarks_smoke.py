@@ -85,3 +85,31 @@ def test_http_benchmark_runs() -> None:
     assert "route    ratio" in done.stdout
     for configuration in ("asgiws", "hypercorn-wsgi", "a2wsgi", "asgiws-uvicorn", "gunicorn-gthread"):
         assert configuration in done.stdout
+
+
+def test_ratios_are_taken_within_rounds() -> None:
+    """A slow round slows every configuration in it; the ratio must not move."""
+    from benchmarks.run import in_rounds, paired
+
+    order: list[str] = []
+
+    def run(case: tuple[str, str, str, str]) -> dict:
+        order.append(case[0])
+        speed = 1.0 if len(order) <= 2 else 0.5  # the machine halves its speed after round 0
+        return {"rate": speed * (90.0 if case[0] == "mine" else 100.0)}
+
+    cases = [("mine", "s", "a", "/"), ("raw", "s", "b", "/")]
+    mine, raw = in_rounds(cases, 2, run)
+    assert order == ["mine", "raw", "raw", "mine"]  # each round starts one further along
+    assert [r["round"] for r in mine] == [r["round"] for r in raw] == [0, 1]
+    row = {"runs": mine}
+    base = {"runs": raw}
+    assert paired(row, base) == pytest.approx(0.9)
+    # Runs without rounds (memory, scale) compare medians.
+    assert paired({"runs": [{"rate": 3.0}]}, {"runs": [{"rate": 4.0}]}) == 0.75
+
+
+def test_echo_and_handshake_runs_carry_their_round(results: list[dict]) -> None:
+    for row in results:
+        if row["group"] in ("echo", "handshake"):
+            assert [run["round"] for run in row["runs"]] == list(range(len(row["runs"])))
