@@ -526,23 +526,36 @@ def find(rows: list[Row], group: str, app: str, server: str, conns: int | None =
     return None
 
 
+def round_ratios(row: Row | None, base: Row | None, key: str = "rate") -> list[float]:
+    """``row`` over ``base`` in each round both ran in."""
+    if row is None or base is None:
+        return []
+    by_round: dict[int, float] = {r["round"]: r[key] for r in base["runs"] if "round" in r and r.get(key)}
+    return [
+        float(r[key]) / by_round[r["round"]]
+        for r in row["runs"]
+        if r.get(key) is not None and by_round.get(r.get("round"))
+    ]
+
+
 def paired(row: Row | None, base: Row | None, key: str = "rate") -> float | None:
     """``row`` over ``base``: the median of the ratios within each round.
 
     Rows run outside rounds (memory, scale) fall back to the ratio of medians.
     """
-    if row is None or base is None:
-        return None
-    by_round: dict[int, float] = {r["round"]: r[key] for r in base["runs"] if "round" in r and r.get(key)}
-    ratios = [
-        float(r[key]) / by_round[r["round"]]
-        for r in row["runs"]
-        if r.get(key) is not None and by_round.get(r.get("round"))
-    ]
+    ratios = round_ratios(row, base, key)
     if ratios:
         return statistics.median(ratios)
     mine, theirs = med(row, key), med(base, key)
     return mine / theirs if mine is not None and theirs else None
+
+
+def ratio_range(row: Row | None, base: Row | None) -> str:
+    """The paired ratio with its lowest and highest round: ``0.91 (0.88-0.93)``."""
+    ratios = round_ratios(row, base)
+    if len(ratios) < 2 or row is base:
+        return ratio(paired(row, base))
+    return f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
 
 
 def ratio(value: float | None) -> str:
@@ -566,7 +579,7 @@ def render(rows: list[Row]) -> str:
             out.append(
                 f"| {r['server']} | {r['app']} | {r['connections']} | {fmt(rate)} | {fmt(spread(r, 'rate'), '.0%')}"
                 f" | {fmt(med(r, 'p50_ms'), '.2f')} | {fmt(med(r, 'p99_ms'), '.2f')}"
-                f" | {ratio(paired(r, raw))} | {ratio(paired(r, quart))}"
+                f" | {ratio_range(r, raw)} | {ratio(paired(r, quart))}"
                 f" | {fmt(med(r, 'server_cpu'), '.0%')} | {fmt(med(r, 'client_cpu'), '.0%')}"
                 f" | {fmt(maxof(r, 'retransmits'))} | {'; '.join(failures(r)) or 0} |"
             )
@@ -728,7 +741,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", help="comma-separated echo concurrencies (default 1,100,1000)")
     parser.add_argument("--scale-duration", type=float, help="seconds of the scale run (default 30)")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--render", type=Path, help="print the table of results written by --json, run nothing")
     args = parser.parse_args(argv)
+    if args.render:
+        saved = json.loads(args.render.read_text())
+        print(f"Machine: {saved['machine']}.\n")
+        print(render(saved["rows"]))
+        return 1 if any(failures(r) for r in saved["rows"]) else 0
     quick = args.quick
     opts = Options(
         quick=quick,

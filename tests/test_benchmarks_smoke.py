@@ -19,7 +19,8 @@ HALVES = (("echo", "scale"), ("handshake", "memory"))
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+def saved(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The directory the two halves write their JSON results to."""
     out = tmp_path_factory.mktemp("bench")
     procs = []
     for i, groups in enumerate(HALVES):
@@ -38,7 +39,24 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
                 proc.wait()
     for proc, output in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, output
-    return [row for i in range(len(HALVES)) for row in json.loads((out / f"{i}.json").read_text())["rows"]]
+    return out
+
+
+@pytest.fixture(scope="module")
+def results(saved: Path) -> list[dict]:
+    return [row for i in range(len(HALVES)) for row in json.loads((saved / f"{i}.json").read_text())["rows"]]
+
+
+def test_saved_results_render_again(saved: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--render", str(saved / "0.json")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "## Echo" in done.stdout and "## Scale" in done.stdout and "## Targets" in done.stdout
 
 
 def test_every_configuration_ran(results: list[dict]) -> None:
@@ -89,7 +107,7 @@ def test_http_benchmark_runs() -> None:
 
 def test_ratios_are_taken_within_rounds() -> None:
     """A slow round slows every configuration in it; the ratio must not move."""
-    from benchmarks.run import in_rounds, paired
+    from benchmarks.run import in_rounds, paired, ratio_range
 
     order: list[str] = []
 
@@ -105,6 +123,7 @@ def test_ratios_are_taken_within_rounds() -> None:
     row = {"runs": mine}
     base = {"runs": raw}
     assert paired(row, base) == pytest.approx(0.9)
+    assert ratio_range(row, base) == "0.90 (0.90-0.90)"
     # Runs without rounds (memory, scale) compare medians.
     assert paired({"runs": [{"rate": 3.0}]}, {"runs": [{"rate": 4.0}]}) == 0.75
 
