@@ -207,6 +207,21 @@ def wait_in(current: greenlet, awaitable: t.Awaitable[T]) -> T:
     return current.parent.switch(awaitable)  # type: ignore[no-any-return]
 
 
+def finish_in(current: greenlet, coro: t.Awaitable[None]) -> None:
+    """:func:`wait_in` for a coroutine without a result, such as the server's send.
+
+    Stepped through its iterator, a coroutine that finishes at once ends the
+    loop below without the StopIteration that ``send()`` would raise: the
+    cheaper way, on the path every outgoing message takes.
+    """
+    if type(coro) is types.CoroutineType:
+        for pending in coro.__await__():
+            current.parent.switch(_resumed(coro, pending))
+            return
+        return
+    current.parent.switch(coro)
+
+
 @types.coroutine
 def _resumed(coro: types.CoroutineType[t.Any, t.Any, t.Any], pending: t.Any) -> t.Generator[t.Any, t.Any, t.Any]:
     """The rest of a coroutine stepped in a greenlet, for its driver to await."""

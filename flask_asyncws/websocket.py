@@ -29,7 +29,7 @@ from greenlet import getcurrent
 from werkzeug.datastructures import Headers
 from werkzeug.sansio.utils import get_current_url
 
-from .bridge import _BridgeGreenlet, await_, current_portal, hand_over, wait_in
+from .bridge import _BridgeGreenlet, await_, current_portal, finish_in, hand_over, wait_in
 
 if t.TYPE_CHECKING:
     from werkzeug.datastructures import Authorization, ImmutableMultiDict, MultiDict
@@ -282,7 +282,7 @@ class Websocket:
         ):
             self._unyielded += 1
             try:
-                return wait_in(current, self._asgi_send(_send_event(data)))
+                return finish_in(current, self._asgi_send(_send_event(data)))
             except OSError as exc:
                 raise self._gone() from exc
         return self._dispatch("send", self._send(data))

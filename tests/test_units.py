@@ -319,6 +319,55 @@ def test_finished_greenlets_are_reused_and_keep_nothing_of_their_job() -> None:
         gc.enable()
 
 
+def test_finish_in_steps_here_and_hands_over_only_what_suspends() -> None:
+    """The send path: a coroutine that finishes at once never leaves the
+    greenlet; one that suspends is finished by the driver; errors surface."""
+    import types
+
+    from greenlet import getcurrent
+
+    from flask_asyncws.bridge import finish_in, greenlet_spawn
+
+    steps: list[str] = []
+    handed_over: list[int] = []
+
+    async def at_once() -> None:
+        steps.append("at once")
+
+    async def suspends() -> None:
+        steps.append("before")
+        await asyncio.sleep(0)
+        steps.append("after")
+
+    async def fails() -> None:
+        await asyncio.sleep(0)
+        raise OSError("gone")
+
+    @types.coroutine
+    def generator_based() -> t.Generator[None, None, None]:
+        yield
+        steps.append("generator")
+
+    def job() -> str:
+        me = getcurrent()
+        assert finish_in(me, at_once()) is None
+        handed_over.append(len(steps))
+        assert finish_in(me, suspends()) is None
+        with pytest.raises(OSError, match="gone"):
+            finish_in(me, fails())
+        assert finish_in(me, generator_based()) is None  # not a coroutine: the driver awaits it
+        return "done"
+
+    async def main() -> None:
+        waits: list[None] = []
+        assert await greenlet_spawn(job, _on_wait=lambda: waits.append(None)) == "done"
+        assert len(waits) == 3  # suspends(), fails() and the generator; not at_once()
+
+    asyncio.run(main())
+    assert steps == ["at once", "before", "after", "generator"]
+    assert handed_over == [1]
+
+
 def test_websocket_context_pushed_again_pops_in_order() -> None:
     """A copied context may be entered while already entered (a wrapped
     function calling itself, say): each pop restores the previous binding."""
