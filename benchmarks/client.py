@@ -78,7 +78,12 @@ class Stats:
 
 
 class EchoListener(WSListener):
-    """Sends a message and waits for the echo; repeats at once (``repeat``) or on a timer (``paced``)."""
+    """Sends a message and waits for the echo; repeats at once (``repeat``) or on a timer (``paced``).
+
+    Nothing is sent on connecting: the echo run starts every connection once
+    all are open, so a server slow to accept under load is measured at the
+    full count rather than starved while opening.
+    """
 
     def __init__(self, stats: Stats, repeat: bool) -> None:
         self.stats = stats
@@ -93,8 +98,6 @@ class EchoListener(WSListener):
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
-        if self.repeat:
-            self.send()
 
     def send(self) -> None:
         self.sent_at = time.perf_counter()
@@ -233,6 +236,8 @@ async def echo(args: argparse.Namespace) -> dict[str, t.Any]:
     connector = Connector(args, stats)
     conns = await connector.open_many(args.connections, repeat=True)
     result: dict[str, t.Any] = {"opened": len(conns)}
+    for conn in conns:
+        conn.send()
     if args.warmup:
         await asyncio.sleep(args.warmup)
     result.update(await measure(stats, args.duration, args.min_count))
