@@ -8,9 +8,12 @@ on ``/floor``).
 
 from __future__ import annotations
 
+import contextvars
 import typing as t
 
 from flask import Flask, session
+from greenlet import getcurrent
+from werkzeug.local import LocalProxy
 from werkzeug.routing import Rule
 
 from flask_asyncws import AsyncWS, await_, websocket
@@ -121,6 +124,86 @@ def make_greenlet_floor() -> t.Any:
         await greenlet_spawn(sync_echo, receive, send)
 
     return _in_flask_context("bench_greenlet_floor", echo)
+
+
+class _BareWebsocket:
+    """The least one ``websocket`` object serving sync and async handlers can
+    be: each call tells an async caller (the loop's own greenlet) from a sync
+    one, and hands the former one coroutine that unwraps or wraps the ASGI
+    message. Only the async side is here."""
+
+    __slots__ = ("_home", "_receive", "_send")
+
+    def __init__(self, receive: t.Any, send: t.Any) -> None:
+        self._home = getcurrent()
+        self._receive = receive
+        self._send = send
+
+    def receive(self) -> t.Any:
+        if getcurrent() is self._home:
+            return self._receive_data()
+        raise NotImplementedError("the floor serves async handlers only")
+
+    def send(self, data: str | bytes) -> t.Any:
+        if getcurrent() is self._home:
+            return self._send_data(data)
+        raise NotImplementedError("the floor serves async handlers only")
+
+    async def _receive_data(self) -> str | bytes:
+        message = await self._receive()
+        if message["type"] == "websocket.disconnect":
+            raise ConnectionError(message.get("code", 1005))
+        text: str | None = message.get("text")
+        return text if text is not None else message.get("bytes") or b""
+
+    async def _send_data(self, data: str | bytes) -> None:
+        if type(data) is str:
+            await self._send({"type": "websocket.send", "text": data})
+        else:
+            await self._send({"type": "websocket.send", "bytes": data})
+
+
+_bare_websocket: contextvars.ContextVar[_BareWebsocket] = contextvars.ContextVar("bench_bare_websocket")
+
+
+class _BareProxy(LocalProxy):  # type: ignore[type-arg]
+    """A context-local ``websocket`` whose two methods skip the generic lookup."""
+
+    __slots__ = ()
+
+    def receive(self) -> t.Any:
+        return _bare_websocket.get().receive()
+
+    def send(self, data: str | bytes) -> t.Any:
+        return _bare_websocket.get().send(data)
+
+
+def make_async_floor() -> t.Any:
+    """The Flask-context floor with the echo loop as an async handler.
+
+    The least an async handler using one ``websocket`` context-local for both
+    handler kinds can cost: the request context of :func:`make_context_floor`,
+    the proxy's lookup, telling the caller's kind, and one coroutine per
+    ``receive()`` and ``send()``. Nothing notices a client leaving while the
+    handler waits elsewhere, a forgotten ``await``, a closed socket or an
+    oversized message: what is left between it and ``async`` is what those cost.
+    """
+    bare: t.Any = _BareProxy(_bare_websocket)
+
+    async def handler() -> None:
+        while True:
+            await bare.send(await bare.receive())
+
+    async def echo(scope: dict[str, t.Any], receive: t.Any, send: t.Any) -> None:
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        _bare_websocket.set(_BareWebsocket(receive, send))
+        try:
+            await handler()
+        except ConnectionError:
+            pass
+
+    return _in_flask_context("bench_async_floor", echo)
 
 
 def _in_flask_context(name: str, echo: t.Callable[..., t.Awaitable[None]]) -> t.Any:

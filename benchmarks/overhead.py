@@ -135,13 +135,15 @@ def main(argv: list[str] | None = None) -> None:
     ours = apps.make_flask_asyncws().asgi_app  # type: ignore[attr-defined]
     quart = apps.make_quart()
     cases = {"raw": (apps.raw_echo, "/"), "sync": (ours, "/sync"), "async": (ours, "/async"), "quart": (quart, "/echo")}
-    floor = {"flask-ctx": (apps.make_context_floor(), "/floor"), "greenlet-ctx": (apps.make_greenlet_floor(), "/floor")}
+    greenlet_floor = (apps.make_greenlet_floor(), "/floor")
+    echo_floors = {"greenlet-ctx": greenlet_floor, "async-ctx": (apps.make_async_floor(), "/floor")}
+    floor = {"flask-ctx": (apps.make_context_floor(), "/floor"), "greenlet-ctx": greenlet_floor}
 
     async def run() -> dict[str, list[float]]:
         await lifespan(quart)()
-        results: dict[str, list[float]] = {name: [] for name in cases}
+        results: dict[str, list[float]] = {name: [] for name in {**cases, **echo_floors}}
         for _ in range(args.repeat):
-            for name, (app, path) in cases.items():
+            for name, (app, path) in {**cases, **echo_floors}.items():
                 results[name].append(await drive(app, path, args.messages))
         return results
 

@@ -270,9 +270,11 @@ def drive(
 Row = dict[str, t.Any]
 
 
-#: Per message the Flask-context floor costs what raw costs; the greenlet floor
-#: shows what a sync handler waiting in a greenlet costs at least.
-ECHO_FLOOR = FLOORS[1]
+#: Per message the Flask-context floor costs what raw costs. The greenlet floor
+#: shows what a sync handler waiting in a greenlet costs at least; the async
+#: floor what an async handler costs through one ``websocket`` object for both
+#: handler kinds, with none of the checks that object makes.
+ECHO_FLOORS = (FLOORS[1], ("async-ctx", "async-floor", "/floor"))
 
 
 Case = tuple[str, str, str, str]  # label, server, app, path
@@ -284,7 +286,7 @@ def echo_sets() -> t.Iterator[list[Case]]:
     Flask-Sock joins uvicorn's set, the server it is compared with.
     """
     for server in SERVERS:
-        cases = [(label, server, app, path) for label, app, path in (*ECHO_APPS, ECHO_FLOOR)]
+        cases = [(label, server, app, path) for label, app, path in (*ECHO_APPS, *ECHO_FLOORS)]
         if server == "uvicorn":
             cases.append((FLASK_SOCK[0], "gunicorn", FLASK_SOCK[1], FLASK_SOCK[2]))
         yield cases

@@ -12,7 +12,7 @@ import sys
 
 from .client import raise_fd_limit
 
-APPS = ("sync", "async", "session", "quart", "raw", "floor", "greenlet-floor", "flask-sock")
+APPS = ("sync", "async", "session", "quart", "raw", "floor", "greenlet-floor", "async-floor", "flask-sock")
 
 
 def load(app: str, server: str) -> object:
@@ -28,6 +28,8 @@ def load(app: str, server: str) -> object:
         return apps.make_context_floor()
     if app == "greenlet-floor":
         return apps.make_greenlet_floor()
+    if app == "async-floor":
+        return apps.make_async_floor()
     if app == "flask-sock":
         return apps.make_flask_sock()
     raise SystemExit(f"unknown app {app!r}")

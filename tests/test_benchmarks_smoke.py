@@ -68,7 +68,7 @@ def test_every_configuration_ran(results: list[dict]) -> None:
         assert ("handshake", server, "session") in seen
         for floor in ("flask-ctx", "greenlet-ctx"):
             assert ("handshake", server, floor) in seen and ("memory", server, floor) in seen
-        assert ("echo", server, "greenlet-ctx") in seen
+        assert ("echo", server, "greenlet-ctx") in seen and ("echo", server, "async-ctx") in seen
         assert ("scale", server, "sync") in seen
     for group in ("echo", "handshake", "memory"):
         assert (group, "gunicorn", "flask-sock") in seen
