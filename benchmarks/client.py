@@ -191,6 +191,9 @@ class Connector:
         except Exception as exc:
             self.stats.error(f"connect: {type(exc).__name__}")
             return None
+        if listener is None:  # picows: the connection closed before the handshake's response
+            self.stats.error("connect: closed during handshake")
+            return None
         return t.cast(EchoListener, listener)
 
     async def open_many(self, count: int, repeat: bool, parallel: int = 100) -> list[EchoListener]:

@@ -132,3 +132,29 @@ def test_echo_and_handshake_runs_carry_their_round(results: list[dict]) -> None:
     for row in results:
         if row["group"] in ("echo", "handshake"):
             assert [run["round"] for run in row["runs"]] == list(range(len(row["runs"])))
+
+
+def test_a_connection_closed_during_the_handshake_is_an_error() -> None:
+    """picows reports such a connection as opened without a listener: the
+    client must count it as an error with its kind, not silently drop it."""
+    import argparse
+    import asyncio
+
+    from benchmarks.client import Connector, Stats
+
+    async def main() -> tuple[list, Stats]:
+        async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read(16)  # the upgrade request has arrived
+            writer.close()
+
+        server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            args = argparse.Namespace(url=f"ws://127.0.0.1:{port}/echo", cookie=None, source_addresses=1)
+            stats = Stats()
+            return await Connector(args, stats).open_many(3, repeat=False), stats
+
+    opened, stats = asyncio.run(main())
+    assert opened == []
+    assert stats.errors == 3
+    assert stats.error_kinds == {"connect: closed during handshake": 3}
