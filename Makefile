@@ -1,5 +1,6 @@
 # `make run` serves the echo example; `make test` runs the test suite
-# (`make test ARGS="tests/test_websocket.py -k misuse"` runs a selection).
+# (`make test tests/test_websocket.py::test_misuse_errors_say_what_to_do` or
+# `make test ARGS="-k misuse"` runs a selection).
 # Both install what they need first.
 PYTHON ?= python3
 
@@ -11,8 +12,19 @@ install:
 run: install
 	$(PYTHON) -m hypercorn --bind 127.0.0.1:8000 examples.echo.app:app.asgi_app
 
+# Goals after `test` are what pytest should run, node IDs included:
+# `make test tests/test_websocket.py::test_misuse_errors_say_what_to_do`.
+# pytest's options go in ARGS (make reads dashes as its own).
+ifeq ($(firstword $(MAKECMDGOALS)),test)
+SELECTION := $(wordlist 2,$(words $(MAKECMDGOALS)),$(MAKECMDGOALS))
+endif
+
 test: install
-	$(PYTHON) -m pytest $(ARGS)
+	$(PYTHON) -m pytest $(ARGS) $(SELECTION)
+
+# The selection's words are not targets to build.
+.DEFAULT:
+	@:
 
 bench: install
 	$(PYTHON) -m benchmarks
