@@ -388,3 +388,24 @@ def test_websocket_context_pushed_again_pops_in_order() -> None:
     assert not has_websocket_context()
     with pytest.raises(RuntimeError, match="not pushed"):
         ctx.pop()
+
+
+def test_make_test_passes_the_selection_after_the_goal_to_pytest() -> None:
+    """`make test <node ID>` runs that test, not the whole suite followed by
+    make's "No rule to make target"."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    assert shutil.which("make"), "make is needed: the README's test command is `make test`"
+    node = "tests/test_websocket.py::test_misuse_errors_say_what_to_do"
+    done = subprocess.run(
+        ["make", "-n", "test", node, "tests/test_websocket.py::test_x[uvicorn]", "PYTHON=python3"],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    pytest_line = next(line for line in done.stdout.splitlines() if " -m pytest" in line)
+    assert pytest_line.split()[3:] == [node, "tests/test_websocket.py::test_x[uvicorn]"]
