@@ -232,7 +232,12 @@ class Websocket:
         """The next message from the client, ``str`` or ``bytes`` as sent."""
         current = getcurrent()
         if current is self._home:
-            return self._hand(self._receive())
+            coro = self._receive()
+            # _hand()'s usual case, inline: the last one handed out has finished.
+            if (self._handed is None or self._handed.cr_frame is None) and self._misuse is None:
+                self._handed = coro  # type: ignore[assignment]
+                return coro
+            return self._hand(coro)
         if isinstance(current, _BridgeGreenlet) and self._accepted and self._misuse is None:
             # The sync fast path: no coroutine layers between the handler and the
             # server. The next message is usually not there yet, so the read is
@@ -271,7 +276,11 @@ class Websocket:
             )
         current = getcurrent()
         if current is self._home:
-            return self._hand(self._send(data))
+            coro = self._send(data)
+            if (self._handed is None or self._handed.cr_frame is None) and self._misuse is None:
+                self._handed = coro  # type: ignore[assignment]
+                return coro
+            return self._hand(coro)
         if (
             isinstance(current, _BridgeGreenlet)
             and self._accepted
@@ -446,9 +455,12 @@ class Websocket:
         try:
             while True:
                 message = await self._asgi_receive()
-                data = self._data_of(message)
-                if data is not None:
-                    return data
+                if message["type"] == "websocket.receive":  # _data_of(), inline on this path
+                    data: str | bytes | None = message.get("text")
+                    if data is None:
+                        data = message.get("bytes") or b""
+                    if self._max_size is None or len(data) <= self._max_size:
+                        return data
                 await self._no_data(message, notify=False)
         finally:
             self._reading = False
@@ -465,7 +477,10 @@ class Websocket:
         if self._closed is not None:
             raise RuntimeError("Cannot send: the handler already closed this websocket.")
         try:
-            await self._asgi_send(_send_event(data))
+            if type(data) is str:
+                await self._asgi_send({"type": "websocket.send", "text": data})
+            else:
+                await self._asgi_send({"type": "websocket.send", "bytes": data})
         except OSError as exc:
             raise self._gone() from exc
         self._unyielded += 1
