@@ -21,7 +21,7 @@ import time
 import typing as t
 
 import uvloop
-from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+from picows import WSCloseCode, WSError, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 PAYLOAD = b"x" * 64
 
@@ -149,6 +149,9 @@ class EchoListener(WSListener):
                 await asyncio.wait_for(transport.wait_disconnected(), 5)
             except asyncio.TimeoutError:
                 transport.disconnect(graceful=False)
+            except WSError as exc:  # the server's side of the closing handshake was malformed
+                self.stats.error(f"close: {type(exc).__name__}")
+                transport.disconnect(graceful=False)
 
 
 class Connector:
@@ -207,6 +210,13 @@ class Connector:
         return [c for c in opened if c is not None]
 
 
+async def close_all(conns: list[EchoListener], stats: Stats, result: dict[str, t.Any]) -> None:
+    """Close every connection; errors while closing count with the run's."""
+    await asyncio.gather(*(c.close() for c in conns))
+    result["errors"] = stats.errors
+    result["error_kinds"] = stats.error_kinds
+
+
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -245,7 +255,7 @@ async def echo(args: argparse.Namespace) -> dict[str, t.Any]:
         await asyncio.sleep(args.warmup)
     result.update(await measure(stats, args.duration, args.min_count))
     stats.stopping = True
-    await asyncio.gather(*(c.close() for c in conns))
+    await close_all(conns, stats, result)
     return result
 
 
@@ -303,7 +313,7 @@ async def idle(args: argparse.Namespace) -> dict[str, t.Any]:
             pass
     stats.stopping = True
     result = {"opened": len(conns), "errors": stats.errors, "error_kinds": stats.error_kinds}
-    await asyncio.gather(*(c.close() for c in conns))
+    await close_all(conns, stats, result)
     return result
 
 
@@ -337,7 +347,7 @@ async def scale(args: argparse.Namespace) -> dict[str, t.Any]:
         if conn.next_send is not None:
             conn.next_send.cancel()
     await asyncio.sleep(0.5)  # replies in flight
-    await asyncio.gather(*(c.close() for c in conns))
+    await close_all(conns, stats, result)
     return result
 
 
