@@ -199,11 +199,14 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2, help="best of this many runs per cell")
+    parser.add_argument("--quick", action="store_true", help="one one-second round without warm-up (smoke test)")
     parser.add_argument("--uvicorn-fd", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.uvicorn_fd is not None:
         serve_uvicorn(args.uvicorn_fd)
         return 0
+    if args.quick:
+        args.seconds, args.rounds = 1, 1
     if shutil.which("wrk") is None:
         print("wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
         return 2
@@ -219,7 +222,7 @@ def main() -> int:
             for route, names, _ in CASES:
                 for name in names:
                     url = servers[name].url + route
-                    if round_ == 0:
+                    if round_ == 0 and not args.quick:
                         wrk(url, 1, args.connections)  # warm up
                     rps, p99 = wrk(url, args.seconds, args.connections)
                     if rps > results.get((route, name), (0.0, 0.0))[0]:
