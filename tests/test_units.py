@@ -390,18 +390,28 @@ def test_websocket_context_pushed_again_pops_in_order() -> None:
         ctx.pop()
 
 
-def test_make_test_passes_the_selection_after_the_goal_to_pytest() -> None:
-    """`make test <node ID>` runs that test, not the whole suite followed by
-    make's "No rule to make target"."""
+def test_the_readme_test_command_runs_the_node_ids_put_after_it() -> None:
+    """The README's test command with node IDs appended runs those tests, not
+    the whole suite: no shell comment on its line swallows them, and make
+    passes the words after `test` to pytest (rather than taking them for
+    targets of its own)."""
+    import os
+    import re
     import shutil
     import subprocess
     from pathlib import Path
 
+    root = Path(__file__).resolve().parent.parent
+    quickstart = (root / "README.md").read_text().split("## Quickstart", 1)[1]
+    block = re.search(r"```console\n(.*?)```", quickstart, re.S)
+    assert block is not None, "the Quickstart has a console block"
+    command = next(line for line in block.group(1).splitlines() if "test" in line)
     assert shutil.which("make"), "make is needed: the README's test command is `make test`"
     node = "tests/test_websocket.py::test_misuse_errors_say_what_to_do"
     done = subprocess.run(
-        ["make", "-n", "test", node, "tests/test_websocket.py::test_x[uvicorn]", "PYTHON=python3"],
-        cwd=Path(__file__).resolve().parent.parent,
+        ["bash", "-c", f"{command} {node} 'tests/test_websocket.py::test_x[uvicorn]'"],
+        cwd=root,
+        env={**os.environ, "MAKEFLAGS": "n", "PYTHON": "python3"},  # print the commands, run none
         capture_output=True,
         text=True,
         timeout=30,
