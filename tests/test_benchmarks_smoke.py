@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import typing as t
 from pathlib import Path
 
 import pytest
@@ -134,27 +135,31 @@ def test_echo_and_handshake_runs_carry_their_round(results: list[dict]) -> None:
             assert [run["round"] for run in row["runs"]] == list(range(len(row["runs"])))
 
 
-def test_a_connection_closed_during_the_handshake_is_an_error() -> None:
-    """picows reports such a connection as opened without a listener: the
-    client must count it as an error with its kind, not silently drop it."""
+async def _against_loopback(handle: t.Any, use: t.Any) -> tuple[t.Any, t.Any]:
+    """``use(connector, stats)`` with the load client aimed at a loopback server running ``handle``."""
     import argparse
     import asyncio
 
     from benchmarks.client import Connector, Stats
 
-    async def main() -> tuple[list, Stats]:
-        async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await reader.read(16)  # the upgrade request has arrived
-            writer.close()
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        args = argparse.Namespace(url=f"ws://127.0.0.1:{port}/echo", cookie=None, source_addresses=1)
+        stats = Stats()
+        return await use(Connector(args, stats), stats), stats
 
-        server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
-        async with server:
-            port = server.sockets[0].getsockname()[1]
-            args = argparse.Namespace(url=f"ws://127.0.0.1:{port}/echo", cookie=None, source_addresses=1)
-            stats = Stats()
-            return await Connector(args, stats).open_many(3, repeat=False), stats
 
-    opened, stats = asyncio.run(main())
+def test_a_connection_closed_during_the_handshake_is_an_error() -> None:
+    """picows reports such a connection as opened without a listener: the
+    client must count it as an error with its kind, not silently drop it."""
+    import asyncio
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(16)  # the upgrade request has arrived
+        writer.close()
+
+    opened, stats = asyncio.run(_against_loopback(hang_up, lambda connector, _: connector.open_many(3, repeat=False)))
     assert opened == []
     assert stats.errors == 3
     assert stats.error_kinds == {"connect: closed during handshake": 3}
@@ -164,41 +169,35 @@ def test_a_malformed_frame_while_closing_is_an_error() -> None:
     """Flask-Sock at 1,000 connections once answered the client's close with a
     malformed frame: the client must count it as an error with its kind, not
     crash and lose the run's figures."""
-    import argparse
     import asyncio
     import base64
     import hashlib
 
-    from benchmarks.client import Connector, Stats, close_all
+    from benchmarks.client import close_all
 
-    async def main() -> tuple[dict, Stats]:
-        async def garble_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            request = await reader.readuntil(b"\r\n\r\n")
-            key = next(
-                line.split(b":", 1)[1].strip()
-                for line in request.split(b"\r\n")
-                if line.lower().startswith(b"sec-websocket-key:")
-            )
-            accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
-            writer.write(
-                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
-            )
-            await reader.read(2)  # the client's close frame
-            writer.write(b"\x08\x00")  # a close frame without FIN: control frames may not be fragmented
-            await reader.read()
-            writer.close()
+    async def garble_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in request.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key:")
+        )
+        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        await reader.read(2)  # the client's close frame
+        writer.write(b"\x08\x00")  # a close frame without FIN: control frames may not be fragmented
+        await reader.read()
+        writer.close()
 
-        server = await asyncio.start_server(garble_close, "127.0.0.1", 0)
-        async with server:
-            port = server.sockets[0].getsockname()[1]
-            args = argparse.Namespace(url=f"ws://127.0.0.1:{port}/echo", cookie=None, source_addresses=1)
-            stats = Stats()
-            conns = await Connector(args, stats).open_many(2, repeat=False)
-            assert len(conns) == 2
-            result = {"errors": 0, "error_kinds": {}}
-            await close_all(conns, stats, result)
-            return result, stats
+    async def open_and_close(connector: t.Any, stats: t.Any) -> dict:
+        conns = await connector.open_many(2, repeat=False)
+        assert len(conns) == 2
+        result: dict = {"errors": 0, "error_kinds": {}}
+        await close_all(conns, stats, result)
+        return result
 
-    result, stats = asyncio.run(main())
+    result, _ = asyncio.run(_against_loopback(garble_close, open_and_close))
     assert result == {"errors": 2, "error_kinds": {"close: WSProtocolError": 2}}
