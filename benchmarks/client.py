@@ -306,7 +306,7 @@ async def idle(args: argparse.Namespace) -> dict[str, t.Any]:
                 if isinstance(reply, BaseException):
                     stats.error(f"echo: {type(reply).__name__}")
         conns.extend(batch)
-        emit(event="stage", open=len(conns), target=target, errors=stats.errors)
+        emit(event="stage", open=len(conns), target=target, errors=stats.errors, error_kinds=dict(stats.error_kinds))
         try:
             await asyncio.wait_for(reader.readline(), args.hold)
         except asyncio.TimeoutError:

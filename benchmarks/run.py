@@ -28,6 +28,7 @@ from pathlib import Path
 
 from .apps import session_cookie
 from .client import raise_fd_limit
+from .serve import LISTEN_BACKLOG
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVERS = ("hypercorn", "uvicorn")
@@ -128,7 +129,7 @@ class Server:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(4096)
+        self.sock.listen(LISTEN_BACKLOG)
         self.port = self.sock.getsockname()[1]
         fd = self.sock.fileno()
         self.log = None if os.environ.get("BENCH_SERVER_LOGS") else open(os.devnull, "wb")
@@ -413,7 +414,10 @@ def _stage_run(run: dict[str, t.Any], index: int) -> dict[str, t.Any]:
         "open": stage["open"],
         "per_connection": stage["per_connection"],
         "rss": stage["rss"],
-        "errors": stage["errors"] + (stage["target"] - stage["open"]),
+        # The client names every connection it failed to open, so a shortfall
+        # is already among the errors; max() keeps an unnamed one visible.
+        "errors": max(stage["errors"], stage["target"] - stage["open"]),
+        "error_kinds": stage["error_kinds"],
     }
 
 

@@ -12,6 +12,10 @@ import sys
 
 from .client import raise_fd_limit
 
+#: Every server's listen queue: a burst of connections beyond it costs each
+#: dropped one a retransmission (a second or more) and can fail its handshake.
+LISTEN_BACKLOG = 4096
+
 APPS = ("sync", "async", "session", "quart", "raw", "floor", "greenlet-floor", "async-floor", "flask-sock")
 
 
@@ -60,12 +64,13 @@ def main(argv: list[str] | None = None) -> None:
         config.errorlog = "-"
         config.loglevel = "WARNING"
         config.graceful_timeout = 1.0
+        config.backlog = LISTEN_BACKLOG  # hypercorn listens again on the socket, by default with 100
         uvloop.run(serve(application, config))  # type: ignore[arg-type]
     else:
         import uvicorn
 
         config = uvicorn.Config(
-            application, loop="uvloop", log_level="warning", lifespan="on", access_log=False, backlog=4096
+            application, loop="uvloop", log_level="warning", lifespan="on", access_log=False, backlog=LISTEN_BACKLOG
         )
         server = uvicorn.Server(config)
         uvloop.run(server.serve(sockets=[sock]))
@@ -83,7 +88,7 @@ def serve_gunicorn(application: object, fd: int, threads: int) -> None:
                 "worker_class": "gthread",
                 "threads": threads,
                 "worker_connections": threads + 10,
-                "backlog": 4096,
+                "backlog": LISTEN_BACKLOG,
                 "timeout": 120,
                 "loglevel": "warning",
             }.items():

@@ -7,6 +7,7 @@ is run in ``--quick`` mode, split over two runner processes to stay short.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import typing as t
@@ -201,3 +202,46 @@ def test_a_malformed_frame_while_closing_is_an_error() -> None:
 
     result, _ = asyncio.run(_against_loopback(garble_close, open_and_close))
     assert result == {"errors": 2, "error_kinds": {"close: WSProtocolError": 2}}
+
+
+@pytest.mark.parametrize("server", ["hypercorn", "uvicorn"])
+def test_every_server_listens_with_the_same_queue(server: str) -> None:
+    """hypercorn listens again on the socket it is given, with its own default
+    of 100: the memory runs, opening 200 connections at a time, overflowed it
+    and waited out retransmissions. ``ss`` reports a listener's queue size."""
+    from benchmarks.run import Server
+    from benchmarks.serve import LISTEN_BACKLOG
+
+    ss = shutil.which("ss")
+    assert ss is not None, "ss is missing: apt-get install iproute2 (.ci/run installs it)"
+    with Server(server, "raw") as srv:
+        listing = subprocess.run(
+            [ss, "-ltnH", f"sport = :{srv.port}"], capture_output=True, text=True, check=True
+        ).stdout.split()
+    assert listing[0] == "LISTEN"
+    assert int(listing[2]) == LISTEN_BACKLOG
+
+
+def test_a_memory_stage_counts_each_failed_connection_once() -> None:
+    """A connection the client failed to open is named among the stage's
+    errors and missing from its open count: one error, not two."""
+    from benchmarks.run import _stage_run
+
+    stages = [
+        {"target": 2000, "open": 2000, "errors": 0, "error_kinds": {}, "per_connection": 1.0, "rss": 1},
+        {
+            "target": 10000,
+            "open": 9997,
+            "errors": 3,
+            "error_kinds": {"connect: closed during handshake": 3},
+            "per_connection": 1.0,
+            "rss": 1,
+        },
+    ]
+    run = {"stages": stages, "errors": 3, "error_kinds": {"connect: closed during handshake": 3}}
+    first, second = _stage_run(run, 0), _stage_run(run, 1)
+    assert (first["errors"], first["error_kinds"]) == (0, {})
+    assert (second["errors"], second["error_kinds"]) == (3, {"connect: closed during handshake": 3})
+    # A connection missing without a named error still counts.
+    unnamed = {"stages": [{**stages[1], "errors": 0, "error_kinds": {}}]}
+    assert _stage_run(unnamed, 0)["errors"] == 3
