@@ -12,11 +12,14 @@ install:
 run: install
 	$(PYTHON) -m hypercorn --bind 127.0.0.1:8000 examples.echo.app:app.asgi_app
 
-# Goals after `test` are what pytest should run, node IDs included:
-# `make test tests/test_websocket.py::test_misuse_errors_say_what_to_do`.
-# pytest's options go in ARGS (make reads dashes as its own).
-ifeq ($(firstword $(MAKECMDGOALS)),test)
-SELECTION := $(wordlist 2,$(words $(MAKECMDGOALS)),$(MAKECMDGOALS))
+# With `test` among the goals, the goals that are not targets here are what
+# pytest should run, node IDs included:
+# `make test tests/test_websocket.py::test_misuse_errors_say_what_to_do`
+# (or `make install test ...`). pytest's options go in ARGS (make reads dashes
+# as its own).
+TARGETS := install run test bench
+ifneq ($(filter test,$(MAKECMDGOALS)),)
+SELECTION := $(filter-out $(TARGETS),$(MAKECMDGOALS))
 endif
 
 test: install

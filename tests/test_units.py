@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import typing as t
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -393,13 +394,10 @@ def test_websocket_context_pushed_again_pops_in_order() -> None:
 def test_the_readme_test_command_runs_the_node_ids_put_after_it() -> None:
     """The README's test command with node IDs appended runs those tests, not
     the whole suite: no shell comment on its line swallows them, and make
-    passes the words after `test` to pytest (rather than taking them for
-    targets of its own)."""
-    import os
+    passes the words that are not its targets to pytest (rather than taking
+    them for targets of its own), wherever `test` stands among the goals."""
     import re
     import shutil
-    import subprocess
-    from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
     quickstart = (root / "README.md").read_text().split("## Quickstart", 1)[1]
@@ -407,9 +405,20 @@ def test_the_readme_test_command_runs_the_node_ids_put_after_it() -> None:
     assert block is not None, "the Quickstart has a console block"
     command = next(line for line in block.group(1).splitlines() if "test" in line)
     assert shutil.which("make"), "make is needed: the README's test command is `make test`"
-    node = "tests/test_websocket.py::test_misuse_errors_say_what_to_do"
+    nodes = ["tests/test_websocket.py::test_misuse_errors_say_what_to_do", "tests/test_websocket.py::test_x[uvicorn]"]
+    assert _pytest_arguments(root, command, nodes) == nodes
+    assert _pytest_arguments(root, "make install test", nodes) == nodes
+    assert _pytest_arguments(root, "make test", []) == []
+
+
+def _pytest_arguments(root: Path, command: str, nodes: list[str]) -> list[str]:
+    """The arguments ``command`` followed by ``nodes`` would pass to pytest (make in dry-run mode)."""
+    import os
+    import shlex
+    import subprocess
+
     done = subprocess.run(
-        ["bash", "-c", f"{command} {node} 'tests/test_websocket.py::test_x[uvicorn]'"],
+        ["bash", "-c", " ".join([command, *map(shlex.quote, nodes)])],
         cwd=root,
         env={**os.environ, "MAKEFLAGS": "n", "PYTHON": "python3"},  # print the commands, run none
         capture_output=True,
@@ -418,4 +427,4 @@ def test_the_readme_test_command_runs_the_node_ids_put_after_it() -> None:
     )
     assert done.returncode == 0, done.stderr
     pytest_line = next(line for line in done.stdout.splitlines() if " -m pytest" in line)
-    assert pytest_line.split()[3:] == [node, "tests/test_websocket.py::test_x[uvicorn]"]
+    return pytest_line.split()[3:]
