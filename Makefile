@@ -20,14 +20,14 @@ run: install
 TARGETS := install run test bench
 ifneq ($(filter test,$(MAKECMDGOALS)),)
 SELECTION := $(filter-out $(TARGETS),$(MAKECMDGOALS))
+# The selection's words are not targets to build (a mistyped goal without
+# `test` still gets make's "No rule to make target").
+.DEFAULT:
+	@:
 endif
 
 test: install
 	$(PYTHON) -m pytest $(ARGS) $(SELECTION)
-
-# The selection's words are not targets to build.
-.DEFAULT:
-	@:
 
 bench: install
 	$(PYTHON) -m benchmarks

@@ -396,8 +396,10 @@ def test_the_readme_test_command_runs_the_node_ids_put_after_it() -> None:
     the whole suite: no shell comment on its line swallows them, and make
     passes the words that are not its targets to pytest (rather than taking
     them for targets of its own), wherever `test` stands among the goals."""
+    import os
     import re
     import shutil
+    import subprocess
 
     root = Path(__file__).resolve().parent.parent
     quickstart = (root / "README.md").read_text().split("## Quickstart", 1)[1]
@@ -409,6 +411,10 @@ def test_the_readme_test_command_runs_the_node_ids_put_after_it() -> None:
     assert _pytest_arguments(root, command, nodes) == nodes
     assert _pytest_arguments(root, "make install test", nodes) == nodes
     assert _pytest_arguments(root, "make test", []) == []
+    # Without `test`, a mistyped goal is still make's error, not a silent success.
+    mistyped = subprocess.run(["make", "tset"], cwd=root, env={**os.environ, "MAKEFLAGS": "n"}, capture_output=True)
+    assert mistyped.returncode != 0
+    assert b"No rule to make target" in mistyped.stderr
 
 
 def _pytest_arguments(root: Path, command: str, nodes: list[str]) -> list[str]:
