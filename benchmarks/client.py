@@ -312,7 +312,7 @@ async def idle(args: argparse.Namespace) -> dict[str, t.Any]:
         except asyncio.TimeoutError:
             pass
     stats.stopping = True
-    result = {"opened": len(conns), "errors": stats.errors, "error_kinds": stats.error_kinds}
+    result = {"opened": len(conns)}
     await close_all(conns, stats, result)
     return result
 
