@@ -270,9 +270,11 @@ class Connection:
             except WebsocketDisconnect:
                 raise
             except Exception as exc:
+                error = exc  # unhandled: the teardowns get it, as Flask's do for a request
                 self._fail(exc)
         except WebsocketDisconnect as exc:
-            error = exc
+            if error is None:  # the client leaving while told of an error: the error is what ended it
+                error = exc
         except asyncio.CancelledError as exc:
             error = exc
             self._going_away()

@@ -319,6 +319,62 @@ def test_error_after_accept_closes_1011(serve: t.Any, caplog: pytest.LogCaptureF
     assert sum("Exception on /" in r.getMessage() for r in caplog.records) == 2
 
 
+def test_unhandled_error_reaches_the_teardowns(serve: t.Any, caplog: pytest.LogCaptureFixture) -> None:
+    """As Flask passes a request's unhandled error to teardown_request; a
+    handled one (an errorhandler's response) is not an error there either."""
+    app = make_app()
+    assert not app.config["PROPAGATE_EXCEPTIONS"] and not app.testing and not app.debug  # production
+    seen: list[tuple[str, str, BaseException | None]] = []
+    done = threading.Semaphore(0)
+
+    class Handled(Exception):
+        pass
+
+    @app.errorhandler(Handled)
+    def handled(exc: Handled) -> tuple[str, int]:
+        return "handled", 409
+
+    @app.teardown_websocket
+    def teardown_websocket(exc: BaseException | None) -> None:
+        seen.append(("teardown_websocket", websocket.path, exc))
+
+    @app.teardown_request
+    def teardown_request(exc: BaseException | None) -> None:
+        seen.append(("teardown_request", request.path, exc))
+        done.release()
+
+    @app.websocket("/sync/<when>")
+    def sync_handler(when: str) -> None:
+        if when == "after":
+            websocket.send("ready")
+        raise Handled() if when == "handled" else RuntimeError(when)
+
+    @app.websocket("/async/<when>")
+    async def async_handler(when: str) -> None:
+        if when == "after":
+            await websocket.send("ready")
+        raise Handled() if when == "handled" else RuntimeError(when)
+
+    srv = serve(app)
+    for kind in ("sync", "async"):
+        with caplog.at_level(logging.CRITICAL, logger=app.logger.name):
+            assert refused(f"{srv.ws_url}/{kind}/before").status_code == 500
+            with connect(f"{srv.ws_url}/{kind}/after") as ws:
+                assert ws.recv(timeout=5) == "ready"
+                assert closed(ws).code == 1011
+            assert refused(f"{srv.ws_url}/{kind}/handled").status_code == 409
+        for when in ("before", "after", "handled"):
+            assert done.acquire(timeout=5), (kind, when, seen)
+            path = f"/{kind}/{when}"
+            hooks = [(name, exc) for name, at, exc in seen if at == path]
+            assert [name for name, _ in hooks] == ["teardown_websocket", "teardown_request"], seen
+            for name, exc in hooks:
+                if when == "handled":
+                    assert exc is None, (path, name)
+                else:
+                    assert isinstance(exc, RuntimeError) and str(exc) == when, (path, name, exc)
+
+
 def test_close_code_and_reason_and_return_closes_1000(serve: t.Any) -> None:
     app = make_app()
 
