@@ -24,7 +24,7 @@ from werkzeug.exceptions import InternalServerError
 
 from .bridge import Portal, await_, bind_thread_to_loop, greenlet_spawn
 from .context import WebsocketContext
-from .http import HTTPBridge, build_environ
+from .http import HTTPBridge, build_environ, split_target
 from .routing import handler_of, hooks
 from .watchdog import watchdog_for
 from .websocket import Websocket, WebsocketDisconnect
@@ -505,6 +505,9 @@ def _origin_and_host(scope: Scope) -> tuple[str | None, str | None]:
             origin = value.decode("latin-1")
         elif name == b"host":
             host = value.decode("latin-1")
+    authority, _ = split_target(scope["path"])
+    if authority:
+        host = authority  # as build_environ: the request's host is the one the app sees
     if host is None and scope.get("http_version") == "2":
         server = scope.get("server")
         host = f"{server[0]}:{server[1]}" if server else None

@@ -61,7 +61,7 @@ _HEADER_KEYS: dict[bytes, str] = {}
 def build_environ(scope: Scope, body: t.IO[bytes] | None = None) -> dict[str, t.Any]:
     """A PEP 3333 environ for ``scope`` (an http or websocket scope)."""
     root_path: str = scope.get("root_path", "") or ""
-    path: str = scope["path"]
+    authority, path = split_target(scope["path"])
     if root_path and path.startswith(root_path):
         path = path[len(root_path) :]
     websocket = scope["type"] == "websocket"
@@ -98,12 +98,30 @@ def build_environ(scope: Scope, body: t.IO[bytes] | None = None) -> dict[str, t.
             environ[key] = f"{environ[key]}{separator}{value}"
         else:
             environ[key] = value
+    if authority:
+        environ["HTTP_HOST"] = authority  # RFC 9112 §3.2.2: it replaces the Host header
     if websocket:
         # HTTP/2 websockets (RFC 8441) carry no Upgrade header; Werkzeug
         # binds websocket rules from these two.
         environ["HTTP_CONNECTION"] = "Upgrade"
         environ["HTTP_UPGRADE"] = "websocket"
     return environ
+
+
+def split_target(path: str) -> tuple[str | None, str]:
+    """The authority and path of an absolute-form request target
+    (``ws://host/chat``), which servers pass on as the scope's path; RFC 9112
+    §3.2.2 has servers accept it. ``(None, path)`` for the usual origin form."""
+    if path.startswith("/"):
+        return None, path
+    scheme, sep, rest = path.partition("://")
+    if not sep or scheme.lower() not in _SCHEMES:
+        return None, path
+    authority, _, path = rest.partition("/")
+    return authority.rpartition("@")[2], f"/{path}"  # userinfo is no part of the host
+
+
+_SCHEMES = frozenset({"http", "https", "ws", "wss"})
 
 
 def _environ_key(raw_name: bytes) -> str:

@@ -457,6 +457,22 @@ def test_build_environ_types_and_websocket_scopes() -> None:
     assert (ws["HTTP_UPGRADE"], ws["HTTP_CONNECTION"]) == ("websocket", "Upgrade")
 
 
+def test_build_environ_takes_the_path_and_host_of_an_absolute_form_target() -> None:
+    scope = {"type": "http", "path": "/", "root_path": "/app", "headers": [(b"host", b"proxy.example")]}
+
+    def path_and_host(path: str) -> tuple[str, str, str]:
+        env = build_environ({**scope, "path": path})
+        return env["SCRIPT_NAME"], env["PATH_INFO"], env["HTTP_HOST"]
+
+    assert path_and_host("http://app.example:81/app/a/b") == ("/app", "/a/b", "app.example:81")
+    assert path_and_host("WSS://user@app.example/app") == ("/app", "", "app.example")
+    assert path_and_host("http://app.example") == ("/app", "/", "app.example")
+    assert path_and_host("http:///app/x") == ("/app", "/x", "proxy.example")  # no authority: Host stands
+    assert path_and_host("/app/http://x/y") == ("/app", "/http://x/y", "proxy.example")
+    assert path_and_host("*") == ("/app", "*", "proxy.example")
+    assert path_and_host("mailto://x/y") == ("/app", "mailto://x/y", "proxy.example")
+
+
 def test_wsgi_write_exc_info_and_close() -> None:
     """Raw PEP 3333 behaviour, through WSGI middleware around Flask."""
     app = make_app()

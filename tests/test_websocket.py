@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 import time
 import typing as t
@@ -277,6 +278,62 @@ def test_routing_errors(serve: t.Any) -> None:
 
     assert httpx.get(srv.http_url + "/ws-only").status_code == 400
     assert httpx.get(srv.http_url + "/both").text == "http side"
+
+
+def raw_request(port: int, request: bytes, complete: t.Callable[[bytes], bool] = lambda data: False) -> bytes:
+    """Send ``request`` over a plain socket; what comes back until ``complete`` or the server closes."""
+    data = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request)
+        while not complete(data):
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    return data
+
+
+def first_frame(data: bytes) -> bytes | None:
+    """The payload of the first (short, unmasked) frame after a 101 response, once it is all there."""
+    rest = data.partition(b"\r\n\r\n")[2]
+    if len(rest) < 2 or len(rest) < 2 + (rest[1] & 0x7F):
+        return None
+    return rest[2 : 2 + (rest[1] & 0x7F)]
+
+
+@pytest.mark.parametrize("scheme", ["ws", "http"])
+def test_absolute_form_request_targets_are_routed_on_their_path(serve: t.Any, scheme: str) -> None:
+    """RFC 9112 §3.2.2: servers accept ``GET ws://host/path``; the target's
+    authority is the request's host, not the Host header."""
+    app = make_app()
+
+    @app.route("/page/<name>")
+    def page(name: str) -> str:
+        return f"{name} {request.host} {request.full_path} {url_for('page', name=name, _external=True)}"
+
+    @app.websocket("/chat/<room>")
+    def chat(room: str) -> None:
+        websocket.send(f"{room} {websocket.host} {websocket.full_path} {websocket.args['a']}")
+
+    srv = serve(app)
+    target = f"{scheme}://app.example:8080"
+    key = b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    upgrade = b"Upgrade: websocket\r\nConnection: Upgrade\r\n" + key
+    origin = b"Origin: http://app.example:8080\r\n"  # same-origin with the target's authority
+    host = f"Host: 127.0.0.1:{srv.port}\r\n".encode()
+
+    request_line = f"GET {target}/chat/lobby?a=1 HTTP/1.1\r\n".encode()
+    data = raw_request(srv.port, request_line + host + origin + upgrade + b"\r\n", lambda d: first_frame(d) is not None)
+    assert data.startswith(b"HTTP/1.1 101 "), data
+    assert first_frame(data) == b"lobby app.example:8080 /chat/lobby?a=1 1"
+
+    close = b"Connection: close\r\n\r\n"
+    data = raw_request(srv.port, f"GET {target}/page/home?a=1 HTTP/1.1\r\n".encode() + host + close)
+    assert data.startswith(b"HTTP/1.1 200 "), data
+    assert data.partition(b"\r\n\r\n")[2] == b"home app.example:8080 /page/home?a=1 http://app.example:8080/page/home"
+
+    data = raw_request(srv.port, f"GET {target} HTTP/1.1\r\n".encode() + host + close)
+    assert data.startswith(b"HTTP/1.1 404 "), data  # no path is "/", which has no route here
 
 
 def test_wsgi_request_with_upgrade_headers_does_not_run_the_handler() -> None:
