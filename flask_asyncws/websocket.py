@@ -17,6 +17,7 @@ import collections
 import contextvars
 import inspect
 import logging
+import re
 import sys
 import threading
 import types
@@ -724,16 +725,46 @@ def _thread_ident() -> int:
 
 
 def _header_list(headers: t.Any) -> list[tuple[bytes, bytes]]:
-    if not headers:
+    """``accept()``'s headers as the ASGI byte pairs servers send: from a
+    mapping (``Headers`` too) or (name, value) pairs of ``str`` or ``bytes``."""
+    if headers is None:
         return []
     items = headers.items() if hasattr(headers, "items") else headers
+    if isinstance(headers, (str, bytes)) or not isinstance(items, t.Iterable):
+        raise TypeError(f"accept() takes headers as a mapping or (name, value) pairs, not {headers!r}.")
     result = []
-    for name, value in items:
-        lower = str(name).lower()
-        if lower == "sec-websocket-protocol":
+    for item in items:
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise TypeError(f"accept() takes headers as (name, value) pairs, not {item!r}.")
+        name = _header_bytes(item[0], item).lower()
+        value = _header_bytes(item[1], item)
+        if not _TOKEN.fullmatch(name):
+            raise ValueError(
+                f"Invalid header name for accept(): {item!r}; a name is letters, digits and !#$%&'*+-.^_`|~."
+            )
+        if not _FIELD_VALUE.fullmatch(value):
+            raise ValueError(
+                f"Invalid header value for accept(): {item!r}; a value has no line breaks or control characters."
+            )
+        if name == b"sec-websocket-protocol":
             raise ValueError("Pass the subprotocol as accept(subprotocol=...), not as a header.")
-        result.append((lower.encode("latin-1"), str(value).encode("latin-1")))
+        result.append((name, value))
     return result
+
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")  # RFC 9110 field names (lowered)
+_FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
+
+
+def _header_bytes(part: t.Any, item: t.Any) -> bytes:
+    if isinstance(part, bytes):
+        return bytes(part)
+    if isinstance(part, str):
+        try:
+            return part.encode("latin-1")
+        except UnicodeEncodeError:
+            raise ValueError(f"Header {item!r} for accept() is not latin-1; encode it (or pass bytes).") from None
+    raise TypeError(f"accept() takes header names and values as str or bytes, not {type(part).__name__}: {item!r}.")
 
 
 def _spec_version(scope: Scope) -> tuple[int, ...]:

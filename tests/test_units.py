@@ -143,6 +143,44 @@ def ws_scope(path: str, **extra: t.Any) -> dict[str, t.Any]:
     return scope
 
 
+@pytest.mark.parametrize(
+    ("headers", "error", "message"),
+    [
+        ("X-A: 1", TypeError, "as a mapping or (name, value) pairs, not 'X-A: 1'"),
+        (b"X-A: 1", TypeError, "as a mapping or (name, value) pairs, not b'X-A: 1'"),
+        (5, TypeError, "as a mapping or (name, value) pairs, not 5"),
+        (["ab"], TypeError, "as (name, value) pairs, not 'ab'"),
+        ([("X-A",)], TypeError, "as (name, value) pairs, not ('X-A',)"),
+        ([("X-A", "1", "2")], TypeError, "as (name, value) pairs, not ('X-A', '1', '2')"),
+        ([("X-A", 1)], TypeError, "str or bytes, not int: ('X-A', 1)"),
+        ({"X-A": None}, TypeError, "str or bytes, not NoneType: ('X-A', None)"),
+        ([(None, b"1")], TypeError, "str or bytes, not NoneType: (None, b'1')"),
+        ([("X A", "1")], ValueError, "Invalid header name for accept(): ('X A', '1')"),
+        ([("X-A", "1\r\nX-B: 2")], ValueError, "Invalid header value for accept(): ('X-A', '1\\r\\nX-B: 2')"),
+        ([("X-A", "\u20ac")], ValueError, "Header ('X-A', '\u20ac') for accept() is not latin-1"),
+        ([("Sec-WebSocket-Protocol", "chat")], ValueError, "accept(subprotocol=...)"),
+    ],
+)
+def test_bad_accept_headers_are_named(headers: t.Any, error: type[Exception], message: str) -> None:
+    """Nothing but str or bytes names and values is sent: anything else is an error naming it."""
+    app = Flask(__name__)
+    AsyncWS(app)
+    raised: list[Exception] = []
+
+    @app.websocket("/ws")
+    def handler() -> None:
+        try:
+            websocket.accept(headers)
+        except Exception as exc:
+            raised.append(exc)
+        websocket.accept()
+
+    with app.test_client().websocket("/ws") as ws:
+        assert not ws.accept_headers
+    assert len(raised) == 1 and type(raised[0]) is error, raised
+    assert message in str(raised[0])
+
+
 def test_daphne_like_server_denial_falls_back_to_close_and_drops_accept_headers() -> None:
     app = Flask(__name__)
     AsyncWS(app)

@@ -14,6 +14,7 @@ from flask import Flask, abort, g, request, session, url_for
 from servers import SERVERS, LiveServer
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
+from werkzeug.datastructures import Headers
 
 from flask_asyncws import AsyncWS, WebsocketDisconnect, websocket
 
@@ -117,6 +118,41 @@ def test_accept_with_subprotocol_and_headers(serve: t.Any) -> None:
             assert ws.subprotocol == "chat.v2"
             assert ws.response.headers["X-Accepted"] == marker
             assert ws.recv(timeout=5) == "chat.v1,chat.v2"
+
+
+ACCEPT_HEADERS: dict[str, t.Any] = {
+    "bytes": [(b"X-Form", b"bytes"), (b"X-Latin", "caf\u00e9".encode("latin-1"))],
+    "str": [("X-Form", "str"), ("X-Latin", "caf\u00e9")],
+    "mixed": [(b"X-Form", "mixed"), ("X-Latin", "caf\u00e9".encode("latin-1"))],
+    "mapping": {"X-Form": "mapping", b"X-Latin": "caf\u00e9"},
+    "Headers": Headers([("X-Form", "Headers"), ("X-Latin", "caf\u00e9"), ("X-Latin", "again")]),
+}
+
+
+def test_accept_headers_as_bytes_or_str_pairs_mappings_or_headers(serve: t.Any) -> None:
+    """ASGI's own (bytes, bytes) pairs, as Starlette users write them, are sent as the header they name."""
+    app = make_app()
+
+    @app.websocket("/sync/<form>")
+    def sync_handler(form: str) -> None:
+        websocket.accept(ACCEPT_HEADERS[form])
+        websocket.send("ok")
+
+    @app.websocket("/async/<form>")
+    async def async_handler(form: str) -> None:
+        await websocket.accept(headers=ACCEPT_HEADERS[form])
+        await websocket.send("ok")
+
+    srv = serve(app)
+    for kind in ("sync", "async"):
+        for form in ACCEPT_HEADERS:
+            with connect(f"{srv.ws_url}/{kind}/{form}") as ws:
+                assert ws.recv(timeout=5) == "ok"
+                headers = ws.response.headers
+                assert headers["X-Form"] == form, (kind, form, list(headers.raw_items()))
+                expected = ["caf\u00e9", "again"] if form == "Headers" else ["caf\u00e9"]
+                assert headers.get_all("X-Latin") == expected, (kind, form)
+                assert not any(name.startswith("b'") for name in headers), list(headers.raw_items())
 
 
 def test_subprotocol_not_offered_raises_value_error(serve: t.Any) -> None:
