@@ -9,7 +9,7 @@ websocket handlers (greenlets on the event loop), so the app is then served by
 From ``SOCK_SERVER_OPTIONS`` (read once, when ``Sock`` is set up on the app),
 ``ping_interval`` and ``max_message_size`` become ``ASYNCWS_PING_INTERVAL`` and
 ``ASYNCWS_MAX_MESSAGE_SIZE`` unless those are set, and ``subprotocols`` is the
-list to choose from.
+list to choose from (a string is one subprotocol, as for simple-websocket).
 """
 
 from __future__ import annotations
@@ -125,7 +125,9 @@ class WebSocket:
         #: so a message that arrives meanwhile is never lost.
         self._pending: asyncio.Future[str | bytes] | None = None
         options = flask.current_app.config.get("SOCK_SERVER_OPTIONS") or {}
-        offered = set(options.get("subprotocols") or ())
+        offered = options.get("subprotocols") or ()
+        if isinstance(offered, str):
+            offered = (offered,)  # one subprotocol, as simple-websocket takes it
         self.subprotocol: str | None = next((p for p in ws.requested_subprotocols if p in offered), None)
         self.close_reason: int | None = None
         self.close_message: str | None = None

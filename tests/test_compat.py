@@ -293,6 +293,23 @@ def test_subprotocols_from_sock_server_options() -> None:
             assert conn.recv(TIMEOUT) == "None"
 
 
+def test_a_subprotocols_string_is_one_subprotocol() -> None:
+    """simple-websocket takes ``subprotocols="bar"`` as ``["bar"]``, not as its characters."""
+    app = Flask(__name__)
+    app.config["SOCK_SERVER_OPTIONS"] = {"subprotocols": "bar"}
+    sock = Sock(app)
+
+    @sock.route("/proto")
+    def proto(ws: t.Any) -> None:
+        ws.send(str(ws.subprotocol))
+
+    with LiveServer(app.asgi_app) as srv:
+        for offered, chosen in ((["foo", "bar"], "bar"), (["b"], None), (["b", "a", "r"], None)):
+            with ws(srv.ws_url + "/proto", subprotocols=offered) as conn:  # type: ignore[arg-type]
+                assert conn.subprotocol == chosen, offered
+                assert conn.recv(TIMEOUT) == str(chosen)
+
+
 def test_async_handler_is_refused_at_registration() -> None:
     sock = Sock(Flask(__name__))
     with pytest.raises(TypeError, match="async"):
