@@ -33,7 +33,7 @@ from werkzeug.sansio.utils import get_current_url
 from .bridge import _BridgeGreenlet, await_, current_portal, finish_in, hand_over, wait_in
 
 if t.TYPE_CHECKING:
-    from werkzeug.datastructures import Authorization, ImmutableMultiDict, MultiDict
+    from werkzeug.datastructures import Authorization, ImmutableMultiDict, LanguageAccept, MultiDict
     from werkzeug.routing import Rule
 
     from .asgi import ASGIReceive, ASGISend, Scope
@@ -161,15 +161,19 @@ class Websocket:
     full_path: str = _FromRequest()  # type: ignore[assignment]
     query_string: bytes = _FromRequest()  # type: ignore[assignment]
     root_path: str = _FromRequest()  # type: ignore[assignment]
+    script_root: str = _FromRequest()  # type: ignore[assignment]
     host: str = _FromRequest()  # type: ignore[assignment]
+    server: tuple[str, int | None] | None = _FromRequest()  # type: ignore[assignment]
     remote_addr: str | None = _FromRequest()  # type: ignore[assignment]
     access_route: list[str] = _FromRequest()  # type: ignore[assignment]
     origin: str | None = _FromRequest()  # type: ignore[assignment]
     user_agent: t.Any = _FromRequest()
+    accept_languages: LanguageAccept = _FromRequest()  # type: ignore[assignment]
     method: str = _FromRequest()  # type: ignore[assignment]
     environ: dict[str, t.Any] = _FromRequest()  # type: ignore[assignment]
     url_rule: Rule | None = _FromRequest()  # type: ignore[assignment]
     view_args: dict[str, t.Any] | None = _FromRequest()  # type: ignore[assignment]
+    routing_exception: Exception | None = _FromRequest()  # type: ignore[assignment]
     endpoint: str | None = _FromRequest()  # type: ignore[assignment]
     blueprint: str | None = _FromRequest()  # type: ignore[assignment]
     blueprints: list[str] = _FromRequest()  # type: ignore[assignment]
@@ -196,6 +200,19 @@ class Websocket:
     @property
     def host_url(self) -> str:
         return get_current_url(self.scheme, self.request.host)
+
+    @property
+    def root_url(self) -> str:
+        """Where the app is, with the websocket's scheme: ``ws://example.com/app/``."""
+        r = self.request
+        return get_current_url(self.scheme, r.host, r.root_path)
+
+    url_root = root_url
+
+    @property
+    def http_version(self) -> str:
+        """``1.1``, or ``2`` for a websocket over HTTP/2 (RFC 8441)."""
+        return str(self.scope.get("http_version") or "1.1")
 
     @property
     def requested_subprotocols(self) -> list[str]:

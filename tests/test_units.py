@@ -301,10 +301,13 @@ def test_url_for_builds_wss_under_tls() -> None:
     @app.websocket("/ws")
     def handler() -> None:
         websocket.send(f"{url_for('handler')} {url_for('page', _external=True)} {websocket.url} {websocket.is_secure}")
+        websocket.send(f"{websocket.url_root} {websocket.host_url} {websocket.http_version}")
 
-    scope = ws_scope("/ws", scheme="wss", server=("127.0.0.1", 443))
+    scope = ws_scope("/ws", scheme="wss", server=("127.0.0.1", 443), root_path="/app", http_version="2")
+    scope["path"] = "/app/ws"
     sent = asyncio.run(drive(app, scope, [{"type": "websocket.connect"}]))
-    assert sent[1]["text"] == "wss://testserver/ws https://testserver/page wss://testserver/ws True"
+    assert sent[1]["text"] == "wss://testserver/app/ws https://testserver/app/page wss://testserver/app/ws True"
+    assert sent[2]["text"] == "wss://testserver/app/ wss://testserver/ 2"
 
 
 def test_finished_greenlets_are_reused_and_keep_nothing_of_their_job() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import threading
@@ -595,6 +596,46 @@ def test_send_after_disconnect_raises(serve: t.Any) -> None:
 
 
 # -- context -------------------------------------------------------------------------------
+
+
+def test_handshake_urls_and_attributes_as_in_quart(serve: t.Any) -> None:
+    """The request attributes a Flask or Quart user reaches for, with the ws scheme, under a root path."""
+    app = make_app()
+
+    @app.websocket("/ws/<name>")
+    def handler(name: str) -> None:
+        ws = websocket._get_current_object()  # type: ignore[attr-defined]
+        websocket.send_json(
+            {
+                name: getattr(ws, name)
+                for name in ("url", "base_url", "host_url", "root_url", "url_root", "root_path", "script_root")
+            }
+            | {
+                "http_version": ws.http_version,
+                "server": list(ws.server),
+                "accept_languages": ws.accept_languages.best_match(["de", "fr", "en"]),
+                "routing_exception": ws.routing_exception,
+            }
+        )
+
+    srv = serve(app, root_path="/app")
+    base = f"ws://127.0.0.1:{srv.port}"
+    path = "/app/ws/x" if srv.server == "hypercorn" else "/ws/x"  # uvicorn: a proxy removed the prefix
+    with connect(f"{base}{path}?a=1", additional_headers={"Accept-Language": "fr;q=0.9, en;q=0.5"}) as ws:
+        got = json.loads(ws.recv(timeout=5))
+    assert got == {
+        "url": f"{base}/app/ws/x?a=1",
+        "base_url": f"{base}/app/ws/x",
+        "host_url": f"{base}/",
+        "root_url": f"{base}/app/",
+        "url_root": f"{base}/app/",
+        "root_path": "/app",
+        "script_root": "/app",
+        "http_version": "1.1",
+        "server": ["127.0.0.1", srv.port],
+        "accept_languages": "fr",
+        "routing_exception": None,
+    }
 
 
 def test_session_from_http_login_and_flask_globals(serve: t.Any) -> None:
