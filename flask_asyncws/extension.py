@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import logging
 import types
 import typing as t
 
@@ -14,6 +16,8 @@ from .bridge import make_async_to_sync
 from .origin import OriginPolicy
 
 F = t.TypeVar("F", bound=t.Callable[..., t.Any])
+
+logger = logging.getLogger("flask_asyncws")
 
 #: Every configuration key the extension reads, with its default.
 DEFAULTS: dict[str, t.Any] = {
@@ -55,9 +59,9 @@ class Settings:
         mode = config.get("ASYNCWS_SYNC_HANDLER_MODE", "greenlet")
         if mode not in SYNC_HANDLER_MODES:
             raise ValueError(f"ASYNCWS_SYNC_HANDLER_MODE must be one of {SYNC_HANDLER_MODES}, not {mode!r}.")
-        threads = _positive(config, "ASYNCWS_HTTP_THREADS", int, "a positive number of threads")
-        if threads is None:
-            raise ValueError("ASYNCWS_HTTP_THREADS must be a positive number of threads, not None.")
+        threads = _number(
+            "ASYNCWS_HTTP_THREADS", config.get("ASYNCWS_HTTP_THREADS"), int, "a positive number of threads"
+        )
         return cls(
             origins=policy,
             max_message_size=_positive(config, "ASYNCWS_MAX_MESSAGE_SIZE", int, "a positive number of bytes"),
@@ -78,10 +82,32 @@ def _positive(config: t.Mapping[str, t.Any], key: str, kind: type[N], what: str)
     value = config.get(key)
     if value is None:
         return None
+    return _number(key, value, kind, f"{what} or None")
+
+
+def _number(key: str, value: t.Any, kind: type[N], what: str) -> N:
     allowed = (int, float) if kind is float else (int,)
     if isinstance(value, bool) or not isinstance(value, allowed) or value <= 0:
-        raise ValueError(f"{key} must be {what} or None, not {value!r}.")
+        raise ValueError(f"{key} must be {what}, not {value!r}.")
     return kind(value)
+
+
+#: What ``app.config.from_prefixed_env()`` makes of the variable the reloader passes its socket in.
+_RELOADER_KEY = cli.SOCKET_ENV.removeprefix("FLASK_")
+
+
+def _warn_unknown_keys(config: t.Mapping[str, t.Any]) -> None:
+    """A misspelled key would otherwise be silently ignored, its default in force."""
+    for key in config:
+        if (
+            isinstance(key, str)
+            and key not in DEFAULTS
+            and key != _RELOADER_KEY
+            and key.upper().replace("_", "").startswith("ASYNCWS")
+        ):
+            close = difflib.get_close_matches(key.upper(), DEFAULTS, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"the settings are {', '.join(DEFAULTS)}."
+            logger.warning("Unknown setting %r in app.config is ignored: %s", key, hint)
 
 
 class AsyncWS:
@@ -102,6 +128,7 @@ class AsyncWS:
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
         Settings.from_config(app.config)  # fail now on a bad value, naming the key
+        _warn_unknown_keys(app.config)
 
         for name in ("websocket", "add_websocket", "before_websocket", "after_websocket", "teardown_websocket"):
             setattr(app, name, types.MethodType(getattr(routing, name), app))

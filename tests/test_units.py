@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import typing as t
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from flask import Flask
 
 from flask_asyncws import AsyncWS, await_, run_sync, websocket
+from flask_asyncws.extension import DEFAULTS
 from flask_asyncws.origin import OriginPolicy, normalize_origin
 
 
@@ -65,6 +67,51 @@ def test_invalid_settings_fail_at_init_app(key: str, value: t.Any, message: str)
     app.config[key] = value
     with pytest.raises(ValueError, match=message):
         AsyncWS(app)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("ASYNCWS_HTTP_THREADS", 0, "ASYNCWS_HTTP_THREADS must be a positive number of threads, not 0."),
+        ("ASYNCWS_HTTP_THREADS", None, "ASYNCWS_HTTP_THREADS must be a positive number of threads, not None."),
+        ("ASYNCWS_MAX_MESSAGE_SIZE", 0, "ASYNCWS_MAX_MESSAGE_SIZE must be a positive number of bytes or None, not 0."),
+        (
+            "ASYNCWS_BLOCKING_WARN_MS",
+            "1",
+            "ASYNCWS_BLOCKING_WARN_MS must be a positive number of milliseconds or None,",
+        ),
+    ],
+)
+def test_setting_errors_say_what_is_allowed(key: str, value: t.Any, message: str) -> None:
+    """One true message: None is offered only where it is allowed."""
+    app = Flask(__name__)
+    app.config[key] = value
+    with pytest.raises(ValueError) as info:
+        AsyncWS(app)
+    assert str(info.value).startswith(message)
+
+
+def test_unknown_settings_are_named_once_at_init_app(caplog: pytest.LogCaptureFixture) -> None:
+    app = Flask(__name__)
+    app.config.update(ASYNCWS_PING_INTERVALL=25, asyncws_http_thread=4, ASYNCWS_FOO=1, ASYNCWS_PING_INTERVAL=None)
+    app.config["ASYNCWS_SOCKET_FD"] = 3  # from_prefixed_env() in a process `flask asyncws run --reload` started
+
+    with caplog.at_level(logging.WARNING, logger="flask_asyncws"):
+        AsyncWS(app)
+
+        @app.websocket("/ws")
+        def handler() -> None:
+            websocket.send("ok")
+
+        with app.test_client().websocket("/ws") as ws:  # the settings are read again for the first connection
+            assert ws.receive() == "ok"
+    warnings = sorted(r.getMessage() for r in caplog.records if r.name == "flask_asyncws")
+    assert [r.levelno for r in caplog.records if r.name == "flask_asyncws"] == [logging.WARNING] * 3
+    assert warnings == [
+        "Unknown setting 'ASYNCWS_FOO' in app.config is ignored: the settings are " + ", ".join(DEFAULTS) + ".",
+        "Unknown setting 'ASYNCWS_PING_INTERVALL' in app.config is ignored: did you mean 'ASYNCWS_PING_INTERVAL'?",
+        "Unknown setting 'asyncws_http_thread' in app.config is ignored: did you mean 'ASYNCWS_HTTP_THREADS'?",
+    ]
 
 
 def test_init_app_twice_is_an_error() -> None:
