@@ -638,6 +638,50 @@ def test_handshake_urls_and_attributes_as_in_quart(serve: t.Any) -> None:
     }
 
 
+PAGE = """<script>
+const path = {{ websocket_path("chat", room=room, x="1&2")|tojson }};
+const scheme = location.protocol === "https:" ? "wss" : "ws";
+const ws = new WebSocket(`${scheme}://${location.host}${path}`);
+</script>"""
+
+
+def test_a_page_gets_a_websocket_path_as_the_readme_shows(serve: t.Any) -> None:
+    """Werkzeug builds websocket URLs absolute even with _external=False; the README's
+    context processor gives a page the path, root path and query included."""
+    from urllib.parse import urlsplit
+
+    from flask import render_template_string
+
+    app = make_app()
+
+    @app.context_processor
+    def websocket_paths() -> dict[str, t.Any]:
+        def websocket_path(endpoint: str, **values: t.Any) -> str:
+            url = urlsplit(url_for(endpoint, **values))  # ws://host/app/chat/lobby?x=1
+            return f"{url.path}?{url.query}" if url.query else url.path  # /app/chat/lobby?x=1
+
+        return {"websocket_path": websocket_path}
+
+    @app.route("/page/<room>")
+    def page(room: str) -> str:
+        assert url_for("chat", room=room, _external=False).startswith("ws://")  # why the recipe exists
+        return render_template_string(PAGE, room=room)
+
+    @app.websocket("/chat/<room>")
+    def chat(room: str) -> None:
+        websocket.send(f"{room} {websocket.args['x']}")
+
+    import httpx
+
+    srv = serve(app, root_path="/app")
+    prefix = "/app" if srv.server == "hypercorn" else ""  # uvicorn: a proxy removed the prefix
+    html = httpx.get(f"{srv.http_url}{prefix}/page/a b").text
+    path = json.loads(html.split("const path = ", 1)[1].split(";\n", 1)[0])
+    assert path == "/app/chat/a%20b?x=1%262"
+    with connect(f"ws://127.0.0.1:{srv.port}{prefix}{path.removeprefix('/app')}") as ws:
+        assert ws.recv(timeout=5) == "a b 1&2"
+
+
 def test_session_from_http_login_and_flask_globals(serve: t.Any) -> None:
     app = make_app()
 
