@@ -506,8 +506,13 @@ class Websocket:
             raise self._gone() from exc
 
     def _gone(self) -> WebsocketDisconnect:
-        """ASGI 2.4: the server raises an OSError from send once the client is gone."""
-        self._disconnected(1006, "")
+        """ASGI 2.4: the server raises an OSError from send once the client is gone.
+
+        The caller raises the result, so nobody is interrupted: cancelling the
+        connection's task now would leave that cancellation pending after the
+        handler has ended, for the server's next await.
+        """
+        self._disconnected(1006, "", notify=False)
         return WebsocketDisconnect(1006)
 
     # -- the reading side -------------------------------------------------
