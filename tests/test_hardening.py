@@ -345,6 +345,21 @@ def test_message_over_max_size_closes_1009(serve: t.Callable[..., LiveServer]) -
     assert ws.protocol.close_rcvd is not None and ws.protocol.close_rcvd.code == 1009
 
 
+def test_message_over_max_size_while_the_handler_is_busy_closes_1009(serve: t.Callable[..., LiveServer]) -> None:
+    """The same limit when the message arrives while the handler waits elsewhere."""
+    app, seen = _busy_app(ASYNCWS_MAX_MESSAGE_SIZE=1024)
+    server = serve(app)
+    with connect(server.ws_url + "/waiting", open_timeout=5) as client:
+        assert client.recv(5) == "ready"
+        client.send("x" * 1025)
+        with pytest.raises(websockets.ConnectionClosed):
+            client.recv(5)
+    assert client.protocol.close_rcvd is not None
+    assert (client.protocol.close_rcvd.code, client.protocol.close_rcvd.reason) == (1009, "message too big")
+    assert seen["torn_down"].wait(5)
+    assert isinstance(seen["error"], WebsocketDisconnect) and seen["error"].code == 1009, seen["error"]
+
+
 def test_invalid_json_is_catchable_and_uncaught_is_1011(serve: t.Callable[..., LiveServer]) -> None:
     server = serve(soak_app)
     with connect(server.ws_url + "/json", open_timeout=5) as ws:
