@@ -510,7 +510,7 @@ def test_send_raising_oserror_leaves_the_server_task_as_it_was(mode: str) -> Non
 
 
 # uvicorn's ``websockets`` protocol is deprecated, but shipped, and the one whose send raises.
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore:The `websockets` implementation is deprecated")
 def test_send_raising_oserror_under_uvicorn_leaves_the_server_task_as_it_was() -> None:
     """The same over a real server: uvicorn's ``websockets`` protocol raises
     from send when the client resets the connection mid-send. The server's
