@@ -158,7 +158,12 @@ class Connection:
         self.settings = settings
         self.request_context = app.request_context(build_environ(scope))
         self.websocket = Websocket(
-            self.request_context.request, scope, receive, send, max_message_size=settings.max_message_size
+            self.request_context.request,
+            scope,
+            receive,
+            send,
+            max_message_size=settings.max_message_size,
+            max_queue_size=settings.max_queue_size,
         )
         self.context = WebsocketContext(self.websocket, self.request_context)
         self.task = asyncio.current_task()

@@ -23,6 +23,7 @@ logger = logging.getLogger("flask_asyncws")
 DEFAULTS: dict[str, t.Any] = {
     "ASYNCWS_ALLOWED_ORIGINS": None,
     "ASYNCWS_MAX_MESSAGE_SIZE": None,
+    "ASYNCWS_MAX_QUEUE_SIZE": 1024 * 1024,
     "ASYNCWS_SERVER_MAX_MESSAGE_SIZE": 16 * 1024 * 1024,
     "ASYNCWS_PING_INTERVAL": None,
     "ASYNCWS_SYNC_HANDLER_MODE": "greenlet",
@@ -39,6 +40,7 @@ class Settings:
 
     origins: OriginPolicy
     max_message_size: int | None
+    max_queue_size: int | None
     server_max_message_size: int | None
     ping_interval: float | None
     sync_handler_mode: str
@@ -65,6 +67,7 @@ class Settings:
         return cls(
             origins=policy,
             max_message_size=_positive(config, "ASYNCWS_MAX_MESSAGE_SIZE", int, "a positive number of bytes"),
+            max_queue_size=_positive(config, "ASYNCWS_MAX_QUEUE_SIZE", int, "a positive number of bytes"),
             server_max_message_size=_positive(
                 config, "ASYNCWS_SERVER_MAX_MESSAGE_SIZE", int, "a positive number of bytes"
             ),

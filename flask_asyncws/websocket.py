@@ -42,10 +42,6 @@ logger = logging.getLogger("flask_asyncws")
 
 T = t.TypeVar("T")
 
-#: Incoming messages held for a handler that is not reading; past this the
-#: connection stops reading, so the server's own buffer applies backpressure.
-INBOX_LIMIT = 32
-
 #: Sends in a row that did not let the event loop turn before one that does.
 _YIELD_EVERY = 16
 
@@ -97,12 +93,13 @@ class Websocket:
         "_disconnect",
         "_inbox",
         "_loop",
+        "_max_queue",
         "_max_size",
         "_handed",
+        "_held",
         "_home",
         "_misuse",
         "_reading",
-        "_space",
         "_stopped",
         "_unyielded",
         "_thread",
@@ -123,6 +120,7 @@ class Websocket:
         send: ASGISend,
         *,
         max_message_size: int | None = None,
+        max_queue_size: int | None = None,
     ) -> None:
         self.request = request
         self.scope = scope
@@ -133,8 +131,9 @@ class Websocket:
         #: The greenlet running the loop: async code calls from there.
         self._home = getcurrent()
         self._inbox: collections.deque[str | bytes] | None = None  # created when the watcher holds a message
+        #: The memory the inbox's messages take, in bytes.
+        self._held = 0
         self._waiter: asyncio.Future[str | bytes] | None = None
-        self._space: asyncio.Future[None] | None = None
         self._accepted = False
         self._closed: tuple[int, str] | None = None
         self._disconnect: tuple[int, str] | None = None
@@ -142,6 +141,7 @@ class Websocket:
         #: The coroutine last handed to async code, to notice a forgotten await.
         self._handed: types.CoroutineType[t.Any, t.Any, t.Any] | None = None
         self._max_size = max_message_size
+        self._max_queue = max_queue_size
         self._watcher: asyncio.Task[None] | None = None
         self._watch_pending = False
         self._watch_queue = _watch_queue(self._loop)
@@ -429,19 +429,19 @@ class Websocket:
         self._accepted = True
         await self._send_to_server({"type": "websocket.accept", "subprotocol": subprotocol, "headers": headers})
 
-    def _hold(self, data: str | bytes, *, first: bool = False) -> int:
-        """Keep a message for the handler's next receive(); returns how many are held."""
+    def _hold(self, data: str | bytes, *, first: bool = False) -> bool:
+        """Keep a message for the handler's next receive(); returns whether the
+        inbox is over ``max_queue_size`` (one message alone never is)."""
         inbox = self._inbox
         if inbox is None:
             inbox = self._inbox = collections.deque()
         inbox.appendleft(data) if first else inbox.append(data)
-        return len(inbox)
+        self._held += sys.getsizeof(data)
+        return self._max_queue is not None and self._held > self._max_queue and len(inbox) > 1
 
     def _take(self) -> str | bytes:
         data = self._inbox.popleft()  # type: ignore[union-attr]
-        space = self._space
-        if space is not None and not space.done():
-            space.set_result(None)
+        self._held -= sys.getsizeof(data)
         return data
 
     async def _receive(self) -> str | bytes:
@@ -524,8 +524,13 @@ class Websocket:
             raise self._gone() from exc
 
     def _gone(self) -> WebsocketDisconnect:
-        """ASGI 2.4: the server raises an OSError from send once the client is gone."""
-        self._disconnected(1006, "")
+        """ASGI 2.4: the server raises an OSError from send once the client is gone.
+
+        The caller raises the result, so nobody is interrupted: cancelling the
+        connection's task now would leave that cancellation pending after the
+        handler has ended, for the server's next await.
+        """
+        self._disconnected(1006, "", notify=False)
         return WebsocketDisconnect(1006)
 
     # -- the reading side -------------------------------------------------
@@ -535,6 +540,9 @@ class Websocket:
     # turn of the loop, a watcher task reads instead, so a client that leaves is
     # noticed at once (and the handler interrupted); the watcher keeps messages
     # for the handler and hands the read back when the handler next receives.
+    # It never stops reading (ASGI has no way to see a departure without reading
+    # what comes before it): a client that sends more than max_queue_size bytes
+    # the handler has not read is closed with 1008 instead.
 
     def watch(self) -> None:
         """Start noticing the client's messages and departure."""
@@ -582,10 +590,13 @@ class Websocket:
                 if waiter is not None and not waiter.done():
                     waiter.set_result(data)
                     return  # the handler is receiving again: it reads from here on
-                if self._hold(data) >= INBOX_LIMIT:
-                    self._space = self._loop.create_future()
-                    await self._space
-                    self._space = None
+                if self._hold(data):
+                    logger.info(
+                        "Closing %r: %d bytes of unread messages, over ASYNCWS_MAX_QUEUE_SIZE", self.path, self._held
+                    )
+                    self._inbox, self._held = None, 0  # not kept until the handler ends
+                    await self._refuse(1008, "too many unread messages", notify=True)
+                    return
         finally:
             self._watcher = None
 
@@ -615,12 +626,18 @@ class Websocket:
             raise WebsocketDisconnect(*self._disconnect)  # type: ignore[misc]
 
     async def _refuse_oversized(self, size: int, *, notify: bool) -> None:
-        reason = "message too big"
         logger.info("Closing %s: incoming message of %d bytes over ASYNCWS_MAX_MESSAGE_SIZE", self.path, size)
+        await self._refuse(1009, "message too big", notify=notify)
+
+    async def _refuse(self, code: int, reason: str, *, notify: bool) -> None:
+        """Close the connection for what the client sent, and treat it as gone."""
         if self._closed is None and self._accepted:
-            self._closed = (1009, reason)
-            await self._send_to_server({"type": "websocket.close", "code": 1009, "reason": reason})
-        self._disconnected(1009, reason, notify=notify)
+            self._closed = (code, reason)
+            try:
+                await self._asgi_send({"type": "websocket.close", "code": code, "reason": reason})
+            except OSError:
+                code, reason = 1006, ""  # it left first
+        self._disconnected(code, reason, notify=notify)
 
     def _disconnected(self, code: int, reason: str, *, notify: bool = True) -> None:
         if self._disconnect is not None:

@@ -13,6 +13,9 @@ import json
 import logging
 import signal
 import socket
+import struct
+import sys
+import threading
 import time
 import typing as t
 import weakref
@@ -30,7 +33,7 @@ from soak.app import flood_sent, rss_kib
 from soak.serve import ServerProcess
 from websockets.sync.client import connect
 
-from flask_asyncws import AsyncWS, websocket
+from flask_asyncws import AsyncWS, WebsocketDisconnect, await_, run_sync, websocket
 from flask_asyncws.bridge import greenlet_spawn
 from flask_asyncws.http import build_environ
 from flask_asyncws.watchdog import watchdog_for
@@ -208,6 +211,116 @@ def _until_steady(read: t.Callable[[], int], steady: float = 0.3, timeout: float
     return value
 
 
+def _busy_app(**config: t.Any) -> tuple[Flask, dict[str, t.Any]]:
+    """Handlers that never receive: the client's messages wait unread."""
+    app = Flask(__name__)
+    app.config.update(config)
+    AsyncWS(app)
+    seen: dict[str, t.Any] = {"torn_down": threading.Event()}
+
+    @app.teardown_websocket
+    def teardown(exc: BaseException | None) -> None:
+        seen["error"], seen["torn_down_at"] = exc, time.monotonic()
+        seen["torn_down"].set()
+
+    @app.websocket("/send-loop")
+    def send_loop() -> None:
+        seen["ws"] = websocket._get_current_object()  # type: ignore[attr-defined]
+        while True:
+            websocket.send("tick")
+            await_(asyncio.sleep(0.02))
+
+    @app.websocket("/run-sync")
+    def in_run_sync() -> None:
+        seen["ws"] = websocket._get_current_object()  # type: ignore[attr-defined]
+        websocket.send("ready")
+        run_sync(time.sleep, 3)
+
+    @app.websocket("/waiting")
+    def waiting() -> None:
+        seen["ws"] = websocket._get_current_object()  # type: ignore[attr-defined]
+        websocket.send("ready")
+        await_(asyncio.sleep(30))
+
+    return app, seen
+
+
+def _raw_websocket(port: int, path: str) -> socket.socket:
+    """A handshake over a plain socket, so the test can reset the connection."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    raw.sendall(
+        f"GET {path} HTTP/1.1\r\n".encode() + b"Host: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        chunk = raw.recv(4096)
+        assert chunk, response
+        response += chunk
+    assert response.startswith(b"HTTP/1.1 101"), response
+    return raw
+
+
+def _masked_text_frame(text: str) -> bytes:
+    payload = text.encode()
+    assert len(payload) < 126
+    mask = b"\x01\x02\x03\x04"
+    return bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def _wait_for(condition: t.Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.005)
+
+
+@pytest.mark.parametrize("route", ["/send-loop", "/run-sync"])
+def test_client_that_leaves_with_unread_messages_is_noticed(serve: t.Callable[..., LiveServer], route: str) -> None:
+    """40 unread messages, then a TCP reset: the handler, busy sending or in
+    run_sync(), is interrupted at once and teardown runs, whatever the inbox holds."""
+    app, seen = _busy_app()
+    server = serve(app)
+    raw = _raw_websocket(server.port, route)
+    try:
+        raw.sendall(b"".join(_masked_text_frame(f"message {n}") for n in range(40)))
+        # Every message the server read is held for the handler (more than the 32 it once held).
+        _wait_for(lambda: len(seen.get("ws") and seen["ws"]._inbox or ()) >= 32, "the messages never arrived")
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    finally:
+        left_at = time.monotonic()
+        raw.close()
+    assert seen["torn_down"].wait(5), "the departure was never noticed"
+    assert isinstance(seen["error"], WebsocketDisconnect), seen["error"]
+    # Noticed when the client left, not when run_sync()'s 3 s are over.
+    assert seen["torn_down_at"] - left_at < 1.5, seen["torn_down_at"] - left_at
+
+
+def test_unread_messages_are_bounded_in_bytes(serve: t.Callable[..., LiveServer]) -> None:
+    """Messages a busy handler has not read are held up to
+    ASYNCWS_MAX_QUEUE_SIZE bytes; one more closes the connection with 1008."""
+    limit = 64 * 1024
+    app, seen = _busy_app(ASYNCWS_MAX_QUEUE_SIZE=limit)
+    server = serve(app)
+    message = b"x" * 8192
+    with connect(server.ws_url + "/waiting", open_timeout=5) as client:
+        assert client.recv(5) == "ready"
+        ws = seen["ws"]
+        fit = limit // sys.getsizeof(message)
+        for _ in range(fit):
+            client.send(message)
+        _wait_for(lambda: len(ws._inbox or ()) == fit, "the messages never arrived")
+        assert ws._held == fit * sys.getsizeof(message) <= limit
+        client.send(message)  # one over the bound
+        with pytest.raises(websockets.ConnectionClosed):
+            client.recv(5)
+    assert client.protocol.close_rcvd is not None
+    assert (client.protocol.close_rcvd.code, client.protocol.close_rcvd.reason) == (1008, "too many unread messages")
+    assert seen["torn_down"].wait(5)
+    assert isinstance(seen["error"], WebsocketDisconnect) and seen["error"].code == 1008, seen["error"]
+    assert not ws._inbox and ws._held == 0  # dropped with the connection, not kept until the handler ends
+
+
 def _oversize_app() -> Flask:
     app = Flask(__name__)
     app.config["ASYNCWS_MAX_MESSAGE_SIZE"] = 1024
@@ -230,6 +343,21 @@ def test_message_over_max_size_closes_1009(serve: t.Callable[..., LiveServer]) -
         with pytest.raises(websockets.ConnectionClosed):
             ws.recv(5)
     assert ws.protocol.close_rcvd is not None and ws.protocol.close_rcvd.code == 1009
+
+
+def test_message_over_max_size_while_the_handler_is_busy_closes_1009(serve: t.Callable[..., LiveServer]) -> None:
+    """The same limit when the message arrives while the handler waits elsewhere."""
+    app, seen = _busy_app(ASYNCWS_MAX_MESSAGE_SIZE=1024)
+    server = serve(app)
+    with connect(server.ws_url + "/waiting", open_timeout=5) as client:
+        assert client.recv(5) == "ready"
+        client.send("x" * 1025)
+        with pytest.raises(websockets.ConnectionClosed):
+            client.recv(5)
+    assert client.protocol.close_rcvd is not None
+    assert (client.protocol.close_rcvd.code, client.protocol.close_rcvd.reason) == (1009, "message too big")
+    assert seen["torn_down"].wait(5)
+    assert isinstance(seen["error"], WebsocketDisconnect) and seen["error"].code == 1009, seen["error"]
 
 
 def test_invalid_json_is_catchable_and_uncaught_is_1011(serve: t.Callable[..., LiveServer]) -> None:

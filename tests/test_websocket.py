@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import socket
+import struct
 import threading
 import time
 import typing as t
@@ -593,6 +594,132 @@ def test_send_after_disconnect_raises(serve: t.Any) -> None:
         assert ws.recv(timeout=5) == "ready"
     assert done.wait(5)
     assert isinstance(outcome[0], WebsocketDisconnect)
+
+
+@pytest.mark.parametrize("mode", ["greenlet", "thread", "async"])
+def test_send_raising_oserror_leaves_the_server_task_as_it_was(mode: str) -> None:
+    """ASGI 2.4: a server's send may raise OSError once the client is gone
+    (uvicorn does). The handler sees the departure, and the server's own code
+    after the app returns runs in a task with no cancellation pending."""
+    app = make_app()
+    app.config["ASYNCWS_SYNC_HANDLER_MODE"] = "thread" if mode == "thread" else "greenlet"
+    torn_down: list[BaseException | None] = []
+
+    @app.teardown_websocket
+    def teardown(exc: BaseException | None) -> None:
+        torn_down.append(exc)
+
+    @app.websocket("/sync")
+    def sync_sender() -> None:
+        while True:
+            websocket.send("tick")
+
+    @app.websocket("/async")
+    async def async_sender() -> None:
+        while True:
+            await websocket.send("tick")
+
+    scope = app.test_client().websocket("/async" if mode == "async" else "/sync").scope
+    outcome: list[str] = []
+
+    async def server() -> None:
+        gone = asyncio.get_running_loop().create_future()
+        connected = False
+
+        async def receive() -> dict[str, t.Any]:
+            nonlocal connected
+            if not connected:
+                connected = True
+                return {"type": "websocket.connect"}
+            await gone
+            return {"type": "websocket.disconnect", "code": 1006}
+
+        async def send(message: dict[str, t.Any]) -> None:
+            if message["type"] == "websocket.send":
+                if not gone.done():
+                    gone.set_result(None)
+                raise ConnectionResetError("the client is gone")
+
+        task = asyncio.current_task()
+        assert task is not None
+        cancelling = getattr(task, "cancelling", lambda: 0)
+        before = cancelling()
+        await app.asgi_app(scope, receive, send)  # type: ignore[attr-defined]
+        outcome.append(f"cancelling {cancelling() - before:+d}")
+        try:
+            await asyncio.sleep(0)  # what a server does next, e.g. closing the transport
+        except asyncio.CancelledError:
+            outcome.append("cancelled")
+        else:
+            outcome.append("ran")
+
+    asyncio.run(asyncio.wait_for(server(), 10))
+    assert outcome == ["cancelling +0", "ran"]
+    assert len(torn_down) == 1 and isinstance(torn_down[0], WebsocketDisconnect), torn_down
+
+
+# uvicorn's ``websockets`` protocol is deprecated, but shipped, and the one whose send raises.
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore:The `websockets` implementation is deprecated")
+def test_send_raising_oserror_under_uvicorn_leaves_the_server_task_as_it_was() -> None:
+    """The same over a real server: uvicorn's ``websockets`` protocol raises
+    from send when the client resets the connection mid-send. The server's
+    own code after the app (here an ASGI middleware) must still run."""
+    app = make_app()
+    torn_down = threading.Event()
+
+    @app.teardown_websocket
+    def teardown(exc: BaseException | None) -> None:
+        torn_down.set()
+
+    @app.websocket("/flood")
+    def flood() -> None:
+        while True:
+            websocket.send("x" * 65536)
+
+    outcomes: list[tuple[bool, str]] = []
+
+    async def server_side(scope: dict[str, t.Any], receive: t.Any, send: t.Any) -> None:
+        if scope["type"] != "websocket":
+            return await app.asgi_app(scope, receive, send)  # type: ignore[attr-defined, no-any-return]
+        raised = False
+
+        async def recording_send(message: dict[str, t.Any]) -> None:
+            nonlocal raised
+            try:
+                await send(message)
+            except OSError:
+                raised = True
+                raise
+
+        await app.asgi_app(scope, receive, recording_send)  # type: ignore[attr-defined]
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            outcomes.append((raised, "cancelled"))
+            raise
+        outcomes.append((raised, "ran"))
+
+    with LiveServer(server_side, "uvicorn", ws="websockets") as server:
+        for attempt in range(3):
+            torn_down.clear()
+            with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                raw.sendall(
+                    b"GET /flood HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                )
+                received = b""
+                while len(received) < 8192:  # the handler is sending: the server's buffer fills
+                    chunk = raw.recv(4096)
+                    assert chunk, received
+                    received += chunk
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            assert torn_down.wait(5), attempt
+            deadline = time.monotonic() + 5
+            while len(outcomes) <= attempt:
+                assert time.monotonic() < deadline, outcomes
+                time.sleep(0.01)
+    assert outcomes == [(True, "ran")] * 3
 
 
 # -- context -------------------------------------------------------------------------------
