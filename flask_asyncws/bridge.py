@@ -344,13 +344,19 @@ class Portal:
 
 
 def run_sync(fn: t.Callable[..., T], *args: t.Any, **kwargs: t.Any) -> t.Any:
-    """Run a blocking ``fn(*args, **kwargs)`` in a thread, off the event loop.
+    """Run a blocking ``fn(*args, **kwargs)`` off the event loop.
 
     A sync handler must not block the loop (every other connection waits), so a
     blocking call (a sync database driver, ``requests``, ``time.sleep``) goes
     through this. In a sync handler it returns the result; in async code it
     returns an awaitable. Flask's contexts are visible in the thread.
+
+    Where the caller already runs in a thread of its own (a handler in thread
+    mode, a sync HTTP view in the worker pool), ``fn`` is simply called there:
+    that thread may block, so an app can switch modes without changing code.
     """
+    if getattr(_thread_state, "loop", None) is not None:
+        return fn(*args, **kwargs)
     call = functools.partial(fn, *args, **kwargs)
     if isinstance(getcurrent(), _BridgeGreenlet):
         return await_(asyncio.to_thread(call))
@@ -359,7 +365,7 @@ def run_sync(fn: t.Callable[..., T], *args: t.Any, **kwargs: t.Any) -> t.Any:
     except RuntimeError:
         raise RuntimeError(
             "run_sync() needs the event loop: call it from a sync websocket"
-            " handler, or 'await run_sync(...)' from async code."
+            " handler or view, or 'await run_sync(...)' from async code."
         ) from None
     return asyncio.to_thread(call)
 

@@ -981,6 +981,39 @@ def test_thread_mode_interrupts_a_thread_waiting_elsewhere(serve: t.Any) -> None
     assert isinstance(outcome[0], WebsocketDisconnect)
 
 
+def test_thread_mode_handlers_can_use_run_sync_and_await(serve: t.Any) -> None:
+    """Switching modes keeps run_sync() working: in the handler's own thread it
+    calls the function there; await_() runs a coroutine on the server's loop."""
+    from flask import current_app
+
+    from flask_asyncws import await_, run_sync
+
+    app = Flask(__name__)
+    app.config["ASYNCWS_SYNC_HANDLER_MODE"] = "thread"
+    AsyncWS(app)
+    loops: list[int] = []
+
+    async def on_the_loop() -> str:
+        loops.append(id(asyncio.get_running_loop()))
+        await asyncio.sleep(0)
+        return f"await_ {websocket.path}"
+
+    @app.websocket("/ws")
+    def handler() -> None:
+        g.x = "g"
+        websocket.send(run_sync(lambda n: f"run_sync {current_app.name} {websocket.path} {g.x} {n}", 1))
+        websocket.send(run_sync(lambda: threading.current_thread().name))
+        websocket.send(await_(on_the_loop()))
+
+    srv = serve(app)
+    with connect(srv.ws_url + "/ws") as ws:
+        assert ws.recv(timeout=5) == "run_sync test_websocket /ws g 1"
+        assert ws.recv(timeout=5) == "flask_asyncws /ws"  # the handler's own thread
+        assert ws.recv(timeout=5) == "await_ /ws"
+        assert closed(ws).code == 1000
+    assert loops == [id(srv.loop)]
+
+
 def test_thread_mode_handler_busy_elsewhere_learns_of_the_departure_from_the_websocket(serve: t.Any) -> None:
     """A thread blocked outside the websocket when the client leaves: its next
     receive still returns what was sent before, its next send or wait raises."""
