@@ -473,8 +473,10 @@ class Websocket:
         the timeout ends without losing a message; and like any receive, the
         wait returns the messages held before the client left, then raises.
         """
+        if not self._accepted:
+            await self._accept([], None)
         self.watch()
-        if self._watcher is None or self._waiter is not None or self._inbox or not self._accepted:
+        if self._watcher is None or self._waiter is not None or self._inbox:
             return await self._receive()  # held messages, the departure, or a read of its own
         waiter: asyncio.Future[str | bytes] = self._loop.create_future()
         self._waiter = waiter
