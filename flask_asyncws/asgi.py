@@ -334,13 +334,16 @@ class Connection:
         """Run a sync handler in a thread of its own (``ASYNCWS_SYNC_HANDLER_MODE = "thread"``).
 
         For handlers that block in ways ``run_sync`` cannot wrap. Websocket calls
-        from the thread are carried to the loop; when the client leaves, the
-        thread's current websocket call raises :class:`WebsocketDisconnect`.
+        from the thread are carried to the loop. The client leaving does not
+        cancel this task, which only waits for the thread: the thread learns of
+        it from the websocket (a receive returns the messages sent before it
+        first), or at a wait on anything else, as a greenlet handler would.
         """
         loop = asyncio.get_running_loop()
         done: asyncio.Future[t.Any] = loop.create_future()
         context = contextvars.copy_context()
-        portal = Portal(self.websocket)
+        ws = self.websocket
+        portal = Portal(ws, loop)
 
         def settle(ok: bool, value: t.Any) -> None:
             if not done.done():
@@ -356,19 +359,26 @@ class Connection:
                 bind_thread_to_loop(None)
             loop.call_soon_threadsafe(settle, *outcome)
 
-        threading.Thread(target=target, name=f"flask_asyncws {self.websocket.path}", daemon=True).start()
+        def departed() -> None:
+            portal.depart(ws.disconnect or WebsocketDisconnect(1006))
+
+        on_disconnect, ws.on_disconnect = ws.on_disconnect, departed
         try:
-            return await asyncio.shield(done)
-        except asyncio.CancelledError:
-            portal.interrupt(self.websocket.disconnect or WebsocketDisconnect(1001, "server shutting down"))
-            while not done.done():  # never leave the thread running on popped contexts
-                try:
-                    await asyncio.shield(done)
-                except asyncio.CancelledError:
-                    continue
-                except BaseException:
-                    break
-            raise
+            threading.Thread(target=target, name=f"flask_asyncws {ws.path}", daemon=True).start()
+            try:
+                return await asyncio.shield(done)
+            except asyncio.CancelledError:
+                portal.interrupt(ws.disconnect or WebsocketDisconnect(1001, "server shutting down"))
+                while not done.done():  # never leave the thread running on popped contexts
+                    try:
+                        await asyncio.shield(done)
+                    except asyncio.CancelledError:
+                        continue
+                    except BaseException:
+                        break
+                raise
+        finally:
+            ws.on_disconnect = on_disconnect  # no cycle through departed()
 
     def _finish(self, rv: t.Any) -> None:
         self.websocket._check_awaited()

@@ -171,7 +171,7 @@ def await_(awaitable: t.Awaitable[T]) -> T:
         portal: Portal | None = getattr(_thread_state, "portal", None)
         if portal is None:
             return asyncio.run_coroutine_threadsafe(_as_coroutine(awaitable), loop).result()
-        return portal.wait(asyncio.run_coroutine_threadsafe(_as_coroutine(awaitable), loop))
+        return portal.run(awaitable)
     _discard(awaitable)
     raise RuntimeError(
         "await_() was called outside a flask_asyncws sync handler or worker thread."
@@ -265,53 +265,98 @@ def current_portal() -> Portal | None:
     return getattr(_thread_state, "portal", None)
 
 
+_RECEIVE_CALLS = frozenset({"receive", "receive_json"})
+
+
 class Portal:
     """A handler thread's way to the loop, which the loop can interrupt.
 
-    While the thread waits on the loop, :meth:`interrupt` cancels that wait and
-    the thread gets the given exception instead; between waits, it gets it at
-    the next one.
+    Two ways for the loop to stop the thread. :meth:`interrupt` (the server
+    shutting down) makes the wait in progress raise, and every wait after it.
+    :meth:`depart` (the client left) does what a greenlet handler would see:
+    a wait on anything but the websocket raises, the one in progress or else
+    the next one; websocket calls learn of the departure from the websocket
+    itself, so a receive still returns the messages that came before it.
     """
 
-    __slots__ = ("_interrupt", "_lock", "_pending", "owner")
+    __slots__ = ("_departure", "_interrupt", "_lock", "_pending", "_pending_call", "_stopped_by", "loop", "owner")
 
-    def __init__(self, owner: object) -> None:
+    def __init__(self, owner: object, loop: asyncio.AbstractEventLoop) -> None:
         self.owner = owner
+        self.loop = loop
         self._lock = threading.Lock()
         self._pending: concurrent.futures.Future[t.Any] | None = None
+        self._pending_call: str | None = None
         self._interrupt: BaseException | None = None
+        self._departure: BaseException | None = None
+        self._stopped_by: BaseException | None = None
 
-    def wait(self, future: concurrent.futures.Future[T]) -> T:
+    def run(self, awaitable: t.Awaitable[T], call: str | None = None) -> T:
+        """Await ``awaitable`` on the loop and wait for it; ``call`` names the websocket method it is, if any."""
         with self._lock:
-            if self._interrupt is not None:
-                future.cancel()
-                raise self._interrupt
-            self._pending = future
+            stop = self._interrupt
+            if stop is None and self._departure is not None:
+                stop, self._departure = self._departure, None
+                if call is not None:
+                    stop = None  # the websocket reports the departure itself
+            if stop is not None:
+                _discard(awaitable)
+                raise stop
+            coro: t.Coroutine[t.Any, t.Any, T] = (
+                awaitable if isinstance(awaitable, types.CoroutineType) else _as_coroutine(awaitable)
+            )
+            # Sent under the lock: a departure noticed from here on finds it pending.
+            future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+            self._pending, self._pending_call = future, call
         try:
             return future.result()
         except concurrent.futures.CancelledError:
-            if self._interrupt is not None:
-                raise self._interrupt from None
+            with self._lock:  # the loop sets it as it cancels
+                stopped_by = self._stopped_by
+            if stopped_by is not None:
+                raise stopped_by from None
             raise
         finally:
-            self._pending = None
+            with self._lock:
+                self._pending = self._pending_call = self._stopped_by = None
 
     def interrupt(self, exc: BaseException) -> None:
         with self._lock:
             self._interrupt = exc
+            self._stop_pending(exc)
+
+    def depart(self, exc: BaseException) -> None:
+        with self._lock:
             pending = self._pending
-        if pending is not None:
-            pending.cancel()
+            if pending is not None and not pending.done() and self._pending_call in _RECEIVE_CALLS:
+                return  # a receive in progress returns what came before the departure, or raises it
+            if not self._stop_pending(exc):
+                self._departure = exc  # for the next wait
+
+    def _stop_pending(self, exc: BaseException) -> bool:
+        """Make the wait in progress raise ``exc``; False if there is none (the
+        thread is between waits, or its last one has ended but not returned)."""
+        pending = self._pending
+        if pending is None or not pending.cancel():
+            return False
+        self._stopped_by = exc
+        return True
 
 
 def run_sync(fn: t.Callable[..., T], *args: t.Any, **kwargs: t.Any) -> t.Any:
-    """Run a blocking ``fn(*args, **kwargs)`` in a thread, off the event loop.
+    """Run a blocking ``fn(*args, **kwargs)`` off the event loop.
 
     A sync handler must not block the loop (every other connection waits), so a
     blocking call (a sync database driver, ``requests``, ``time.sleep``) goes
     through this. In a sync handler it returns the result; in async code it
     returns an awaitable. Flask's contexts are visible in the thread.
+
+    Where the caller already runs in a thread of its own (a handler in thread
+    mode, a sync HTTP view in the worker pool), ``fn`` is simply called there:
+    that thread may block, so an app can switch modes without changing code.
     """
+    if getattr(_thread_state, "loop", None) is not None:
+        return fn(*args, **kwargs)
     call = functools.partial(fn, *args, **kwargs)
     if isinstance(getcurrent(), _BridgeGreenlet):
         return await_(asyncio.to_thread(call))
@@ -320,7 +365,7 @@ def run_sync(fn: t.Callable[..., T], *args: t.Any, **kwargs: t.Any) -> t.Any:
     except RuntimeError:
         raise RuntimeError(
             "run_sync() needs the event loop: call it from a sync websocket"
-            " handler, or 'await run_sync(...)' from async code."
+            " handler or view, or 'await run_sync(...)' from async code."
         ) from None
     return asyncio.to_thread(call)
 

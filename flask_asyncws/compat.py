@@ -22,7 +22,7 @@ import typing as t
 
 import flask
 
-from .bridge import await_
+from .bridge import await_, current_portal
 from .context import websocket
 from .extension import AsyncWS
 from .routing import websocket as register_websocket
@@ -93,8 +93,6 @@ class Sock:
                     f(ws, **view_args)
                 except ConnectionClosed:
                     pass
-                finally:
-                    ws._finish()
 
             if bp is not None:
                 scaffold: Scaffold = bp
@@ -121,9 +119,6 @@ class WebSocket:
         self._ws = ws
         self._loop: asyncio.AbstractEventLoop = ws._loop
         self._thread = threading.get_ident()
-        #: A receive that outlived its timeout; the next receive takes it over,
-        #: so a message that arrives meanwhile is never lost.
-        self._pending: asyncio.Future[str | bytes] | None = None
         options = flask.current_app.config.get("SOCK_SERVER_OPTIONS") or {}
         offered = options.get("subprotocols") or ()
         if isinstance(offered, str):
@@ -131,7 +126,7 @@ class WebSocket:
         self.subprotocol: str | None = next((p for p in ws.requested_subprotocols if p in offered), None)
         self.close_reason: int | None = None
         self.close_message: str | None = None
-        self._call(ws.accept, None, self.subprotocol)
+        self._call("accept", ws.accept, None, self.subprotocol)
 
     @property
     def connected(self) -> bool:
@@ -151,38 +146,34 @@ class WebSocket:
             data = str(data)
         if not self.connected:
             raise self._closed_error()
-        self._call(self._ws.send, data)
+        self._call("send", self._ws.send, data)
 
     def receive(self, timeout: float | None = None) -> str | bytes | None:
-        """The next message; ``None`` if none arrived within ``timeout`` seconds (0: do not wait)."""
-        return self._call(self._receive, timeout)
+        """The next message; ``None`` if none arrived within ``timeout`` seconds (0: do not wait).
+
+        Messages that arrived before the client left are returned first, then
+        :class:`ConnectionClosed` is raised.
+        """
+        if timeout is None:
+            return self._call("receive", self._ws._receive)
+        return self._call("receive", self._ws._receive_within, max(timeout, 0))
 
     def close(self, reason: int | None = None, message: str | None = None) -> None:
         """Close with code ``reason`` (default 1000) and text ``message``."""
         if not self.connected:
             raise self._closed_error()
-        self._call(self._ws.close, reason or 1000, message or "")
+        self._call("close", self._ws.close, reason or 1000, message or "")
 
-    async def _receive(self, timeout: float | None) -> str | bytes | None:
-        pending = self._pending
-        if pending is None:
-            pending = self._pending = asyncio.ensure_future(_later(self._ws.receive))
-        if timeout is not None and timeout <= 0:
-            await asyncio.sleep(0)  # let a buffered message be taken
-        else:
-            await asyncio.wait((pending,), timeout=timeout)
-        if not pending.done():
-            return None
-        self._pending = None
-        return pending.result()
-
-    def _call(self, func: t.Callable[..., t.Awaitable[T]], *args: t.Any) -> T:
-        """Run ``await func(*args)`` on the loop for the handler, or for any other thread."""
+    def _call(self, name: str, func: t.Callable[..., t.Awaitable[T]], *args: t.Any) -> T:
+        """Run ``await func(*args)``, the websocket's ``name``, on the loop for the handler or any other thread."""
         operation = _later(func, *args)
         try:
-            if self._in_handler():
-                return await_(operation)
-            return asyncio.run_coroutine_threadsafe(operation, self._loop).result()
+            if not self._in_handler():
+                return asyncio.run_coroutine_threadsafe(operation, self._loop).result()
+            portal = current_portal()
+            if portal is not None:
+                return portal.run(operation, name)  # a handler in thread mode
+            return await_(operation)
         except WebsocketDisconnect as exc:
             self.close_reason, self.close_message = exc.code, exc.reason or None
             raise self._closed_error() from None
@@ -195,13 +186,6 @@ class WebSocket:
         if disconnect is not None and self.close_reason is None:
             self.close_reason, self.close_message = disconnect.code, disconnect.reason or None
         return ConnectionClosed(self.close_reason or NO_STATUS_RECEIVED, self.close_message)
-
-    def _finish(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.cancel()
-            if not pending.cancelled() and pending.done():
-                pending.exception()  # retrieved: a disconnect nobody waits for
 
 
 async def _later(func: t.Callable[..., t.Awaitable[T]], *args: t.Any) -> T:

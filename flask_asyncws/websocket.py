@@ -30,7 +30,7 @@ from greenlet import getcurrent
 from werkzeug.datastructures import Headers
 from werkzeug.sansio.utils import get_current_url
 
-from .bridge import _BridgeGreenlet, await_, current_portal, finish_in, hand_over, wait_in
+from .bridge import _BridgeGreenlet, current_portal, finish_in, hand_over, wait_in
 
 if t.TYPE_CHECKING:
     from werkzeug.datastructures import Authorization, ImmutableMultiDict, LanguageAccept, MultiDict
@@ -354,7 +354,7 @@ class Websocket:
             return wait_in(current, coro)
         portal = current_portal()
         if portal is not None and portal.owner is self:
-            return await_(coro)  # a sync handler in thread mode
+            return portal.run(coro, name)  # a sync handler in thread mode
         coro.close()
         raise RuntimeError(
             f"websocket.{name}() was called from another thread. Call it from the"
@@ -483,6 +483,33 @@ class Websocket:
         finally:
             self._reading = False
             self._watch_soon()
+
+    async def _receive_within(self, timeout: float) -> str | bytes | None:
+        """The next message, or None if none comes within ``timeout`` seconds (Flask-Sock's receive).
+
+        A watcher reads meanwhile, so the wait is only for its hand-over, which
+        the timeout ends without losing a message; and like any receive, the
+        wait returns the messages held before the client left, then raises.
+        """
+        if not self._accepted:
+            await self._accept([], None)
+        self.watch()
+        if self._watcher is None or self._waiter is not None or self._inbox:
+            return await self._receive()  # held messages, the departure, or a read of its own
+        waiter: asyncio.Future[str | bytes] = self._loop.create_future()
+        self._waiter = waiter
+        expiry = self._loop.call_later(timeout, _expire, waiter)
+        try:
+            return await waiter
+        except TimeoutError:
+            return None
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._hold(waiter.result(), first=True)  # handed over as we were cancelled: keep it
+            raise
+        finally:
+            self._waiter = None
+            expiry.cancel()
 
     async def _receive_json(self) -> t.Any:
         return self._decode(await self._receive())
@@ -656,6 +683,11 @@ class Websocket:
     def disconnect(self) -> WebsocketDisconnect | None:
         """The client's departure, once known."""
         return None if self._disconnect is None else WebsocketDisconnect(*self._disconnect)
+
+
+def _expire(waiter: asyncio.Future[t.Any]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 def _refcount_of_handed(ws: t.Any) -> int:

@@ -241,6 +241,46 @@ def test_client_leaving_raises_connection_closed(served: tuple[Sock, t.Callable[
     assert outcome == [(False, True)]
 
 
+@pytest.mark.parametrize("timeout", [None, 0.001, TIMEOUT], ids=["receive", "short-timeouts", "timeout"])
+@pytest.mark.parametrize("mode", ["greenlet", "thread"])
+def test_messages_sent_before_a_close_all_reach_receive(serve: t.Any, mode: str, timeout: float | None) -> None:
+    """As simple-websocket: buffered messages first, then ConnectionClosed."""
+    app = Flask(__name__)
+    app.config["ASYNCWS_SYNC_HANDLER_MODE"] = mode
+    sock = Sock(app)
+    count = 50
+    received: list[t.Any] = []
+    torn_down = threading.Event()
+
+    @app.teardown_websocket
+    def teardown(exc: BaseException | None) -> None:
+        received.append(("teardown", exc))
+        torn_down.set()
+
+    @sock.route("/ws")
+    def handler(ws: t.Any) -> None:
+        ws.send("ready")
+        try:
+            while True:
+                data = ws.receive(timeout=timeout)
+                if data is not None:
+                    received.append(data)
+        except ConnectionClosed:
+            received.append("closed")
+            raise  # swallowed by the route, as Flask-Sock does
+
+    srv = serve(app)
+    for _ in range(3):  # the ends of a receive race with the close: try a few
+        received.clear()
+        torn_down.clear()
+        with ws(srv.ws_url + "/ws") as conn:
+            assert conn.recv(TIMEOUT) == "ready"
+            for i in range(count):
+                conn.send(str(i))
+        assert torn_down.wait(TIMEOUT)
+        assert received == [*map(str, range(count)), "closed", ("teardown", None)]
+
+
 def test_send_from_another_thread(served: tuple[Sock, t.Callable[[], LiveServer]]) -> None:
     """Flask-Sock apps often push from a background thread (a clock, a feed)."""
     sock, start = served

@@ -298,6 +298,38 @@ def test_async_views_share_the_server_loop(server_name: str) -> None:
     assert sync["thread"].startswith("asyncws-http")
 
 
+def test_sync_views_can_use_run_sync_and_await(server_name: str) -> None:
+    """A sync view runs in a worker thread: run_sync() calls the function there,
+    await_() runs a coroutine on the server's loop; both see the request."""
+    from flask import current_app
+
+    from flask_asyncws import await_, run_sync
+
+    app = make_app()
+
+    async def on_the_loop() -> dict[str, t.Any]:
+        return {"loop": id(asyncio.get_running_loop()), "path": request.path}
+
+    @app.get("/view")
+    def view() -> dict[str, t.Any]:
+        blocking = run_sync(lambda x: {"x": x, "path": request.path, "app": current_app.name}, 41)
+        return {
+            "run_sync": blocking,
+            "run_sync_thread": run_sync(lambda: threading.current_thread().name),
+            "thread": threading.current_thread().name,
+            "await_": await_(on_the_loop()),
+        }
+
+    with LiveServer(app.asgi_app, server_name) as srv:
+        response = httpx.get(srv.http_url + "/view", timeout=TIMEOUT)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["run_sync"] == {"x": 41, "path": "/view", "app": "test_http"}
+    assert body["run_sync_thread"] == body["thread"]
+    assert body["thread"].startswith("asyncws-http")
+    assert body["await_"] == {"loop": id(srv.loop), "path": "/view"}
+
+
 def test_http_threads_are_separate_from_websockets() -> None:
     from websockets.sync.client import connect
 

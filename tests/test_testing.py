@@ -458,3 +458,26 @@ def test_message_read_with_the_disconnect_is_received() -> None:
 
     asyncio.run(main())
     assert received == ["go"]
+
+
+@pytest.mark.parametrize("mode", ["greenlet", "thread"])
+def test_messages_sent_before_exit_all_reach_receive(mode: str) -> None:
+    """In-process too, every message sent before the with block ends comes first."""
+    app = make_app(ASYNCWS_SYNC_HANDLER_MODE=mode)
+    received: list[t.Any] = []
+
+    @app.teardown_websocket
+    def teardown(exc: BaseException | None) -> None:
+        received.append(("teardown", type(exc)))
+
+    @app.websocket("/ws")
+    def handler() -> None:
+        websocket.send("ready")
+        while True:
+            received.append(websocket.receive())
+
+    with app.test_client().websocket("/ws") as ws:
+        assert ws.receive() == "ready"
+        for i in range(50):
+            ws.send(str(i))
+    assert received == [*map(str, range(50)), ("teardown", WebsocketDisconnect)]

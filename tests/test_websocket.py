@@ -720,6 +720,78 @@ def test_send_raising_oserror_under_uvicorn_leaves_the_server_task_as_it_was() -
                 assert time.monotonic() < deadline, outcomes
                 time.sleep(0.01)
     assert outcomes == [(True, "ran")] * 3
+MESSAGES_BEFORE_CLOSE = 50
+
+
+@pytest.mark.parametrize("mode", ["greenlet", "thread", "async"])
+def test_messages_sent_before_a_close_all_reach_receive(serve: t.Any, mode: str) -> None:
+    """A client that sends and closes at once: every message first, then the disconnect."""
+    seen = _receive_until_disconnect(serve, mode)
+    assert seen["received"] == [str(i) for i in range(MESSAGES_BEFORE_CLOSE)]
+    assert seen["raised"] == seen["teardown"]  # the handler let the disconnect propagate
+
+
+@pytest.mark.parametrize("caught", [False, True])
+def test_teardown_sees_the_same_disconnect_in_every_mode(serve: t.Any, caught: bool) -> None:
+    modes = ("greenlet", "thread", "async")
+    seen = {mode: _receive_until_disconnect(serve, mode, caught=caught)["teardown"] for mode in modes}
+    # A handler that lets the disconnect propagate ends with it; one that catches it ends cleanly.
+    assert seen["greenlet"] == (None if caught else ("WebsocketDisconnect", *seen["greenlet"][1:]))
+    assert seen["thread"] == seen["greenlet"] == seen["async"]
+
+
+def _receive_until_disconnect(serve: t.Any, mode: str, *, caught: bool = False) -> dict[str, t.Any]:
+    """Serve a handler in ``mode`` that receives until the client's close; what it saw.
+
+    The handler lets the disconnect propagate, or with ``caught`` returns.
+    """
+    app = Flask(__name__)
+    app.config["ASYNCWS_SYNC_HANDLER_MODE"] = "thread" if mode == "thread" else "greenlet"
+    AsyncWS(app)
+    seen: dict[str, t.Any] = {"received": []}
+    torn_down = threading.Event()
+
+    def describe(exc: BaseException | None) -> t.Any:
+        return exc if exc is None else (type(exc).__name__, getattr(exc, "code", None), getattr(exc, "reason", None))
+
+    @app.teardown_websocket
+    def teardown(exc: BaseException | None) -> None:
+        seen["teardown"] = describe(exc)
+        torn_down.set()
+
+    if mode == "async":
+
+        @app.websocket("/ws")
+        async def handler() -> None:
+            await websocket.send("ready")
+            try:
+                while True:
+                    seen["received"].append(await websocket.receive())
+            except BaseException as exc:
+                seen["raised"] = describe(exc)
+                if not caught:
+                    raise
+
+    else:
+
+        @app.websocket("/ws")
+        def handler() -> None:
+            websocket.send("ready")
+            try:
+                while True:
+                    seen["received"].append(websocket.receive())
+            except BaseException as exc:
+                seen["raised"] = describe(exc)
+                if not caught:
+                    raise
+
+    srv = serve(app)
+    with connect(srv.ws_url + "/ws") as ws:
+        assert ws.recv(timeout=5) == "ready"
+        for i in range(MESSAGES_BEFORE_CLOSE):
+            ws.send(str(i))
+    assert torn_down.wait(10)
+    return seen
 
 
 # -- context -------------------------------------------------------------------------------
@@ -1266,6 +1338,106 @@ def test_thread_mode_interrupts_a_thread_waiting_elsewhere(serve: t.Any) -> None
         assert ws.recv(timeout=5) == "ready"
     assert done.wait(5)
     assert isinstance(outcome[0], WebsocketDisconnect)
+
+
+def test_thread_mode_handlers_can_use_run_sync_and_await(serve: t.Any) -> None:
+    """Switching modes keeps run_sync() working: in the handler's own thread it
+    calls the function there; await_() runs a coroutine on the server's loop."""
+    from flask import current_app
+
+    from flask_asyncws import await_, run_sync
+
+    app = Flask(__name__)
+    app.config["ASYNCWS_SYNC_HANDLER_MODE"] = "thread"
+    AsyncWS(app)
+    loops: list[int] = []
+
+    async def on_the_loop() -> str:
+        loops.append(id(asyncio.get_running_loop()))
+        await asyncio.sleep(0)
+        return f"await_ {websocket.path}"
+
+    @app.websocket("/ws")
+    def handler() -> None:
+        g.x = "g"
+        websocket.send(run_sync(lambda n: f"run_sync {current_app.name} {websocket.path} {g.x} {n}", 1))
+        websocket.send(run_sync(lambda: threading.current_thread().name))
+        websocket.send(await_(on_the_loop()))
+
+    srv = serve(app)
+    with connect(srv.ws_url + "/ws") as ws:
+        assert ws.recv(timeout=5) == "run_sync test_websocket /ws g 1"
+        assert ws.recv(timeout=5) == "flask_asyncws /ws"  # the handler's own thread
+        assert ws.recv(timeout=5) == "await_ /ws"
+        assert closed(ws).code == 1000
+    assert loops == [id(srv.loop)]
+
+
+def test_thread_mode_handler_busy_elsewhere_learns_of_the_departure_from_the_websocket(serve: t.Any) -> None:
+    """A thread blocked outside the websocket when the client leaves: its next
+    receive still returns what was sent before, its next send or wait raises."""
+    app = Flask(__name__)
+    app.config["ASYNCWS_SYNC_HANDLER_MODE"] = "thread"
+    AsyncWS(app)
+    client_gone = threading.Event()
+    outcome: dict[str, t.Any] = {}
+    torn_down = threading.Semaphore(0)
+
+    @app.teardown_websocket
+    def teardown(exc: BaseException | None) -> None:
+        torn_down.release()
+
+    def busy_until_the_client_left() -> None:
+        websocket.send("ready")
+        assert client_gone.wait(5)
+        deadline = time.monotonic() + 5
+        while not websocket.closed and time.monotonic() < deadline:
+            time.sleep(0.005)  # blocked, not waiting on the loop, while the server notices
+        assert websocket.closed
+
+    @app.websocket("/receive")
+    def receive() -> None:
+        busy_until_the_client_left()
+        received = []
+        try:
+            while True:
+                received.append(websocket.receive())
+        except WebsocketDisconnect as exc:
+            outcome["receive"] = (received, type(exc))
+
+    @app.websocket("/send")
+    def send() -> None:
+        busy_until_the_client_left()
+        try:
+            websocket.send("late")
+        except WebsocketDisconnect as exc:
+            outcome["send"] = type(exc)
+
+    @app.websocket("/elsewhere")
+    def elsewhere() -> None:
+        from flask_asyncws import await_
+
+        busy_until_the_client_left()
+        try:
+            await_(asyncio.sleep(60))
+        except WebsocketDisconnect as exc:
+            outcome["elsewhere"] = type(exc)
+
+    srv = serve(app)
+    for path in ("receive", "send", "elsewhere"):
+        client_gone.clear()
+        with connect(f"{srv.ws_url}/{path}") as ws:
+            assert ws.recv(timeout=5) == "ready"
+            if path == "receive":
+                for message in ("a", "b", "c"):
+                    ws.send(message)
+        client_gone.set()
+        assert torn_down.acquire(timeout=10), path
+    assert outcome == {
+        "receive": (["a", "b", "c"], WebsocketDisconnect),
+        "send": WebsocketDisconnect,
+        "elsewhere": WebsocketDisconnect,
+    }
 
 
 # -- server shutdown -------------------------------------------------------------------
