@@ -338,13 +338,13 @@ def test_refusals_are_logged_quoted_and_their_warnings_bounded(
     )
 
     async def refuse_many(total: int) -> int:
-        pending = iter(range(total))
+        url, pending = server.ws_url + "/ws", iter(range(total))
         statuses: collections.Counter[int] = collections.Counter()
 
         async def client() -> None:
             for _ in pending:
                 try:
-                    async with websockets.connect(server.ws_url + "/ws", origin="https://evil.example", open_timeout=10):
+                    async with websockets.connect(url, origin="https://evil.example", open_timeout=10):
                         pass
                 except websockets.InvalidStatus as exc:
                     statuses[exc.response.status_code] += 1
