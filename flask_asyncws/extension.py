@@ -50,7 +50,7 @@ class Settings:
             policy = OriginPolicy(origins)
         except (TypeError, ValueError) as exc:
             raise ValueError(
-                f"ASYNCWS_ALLOWED_ORIGINS must be a list of origins like 'https://example.com', or '*': {exc}"
+                f"ASYNCWS_ALLOWED_ORIGINS must be a list of origins like 'https://example.com', or ['*']: {exc}"
             ) from None
         mode = config.get("ASYNCWS_SYNC_HANDLER_MODE", "greenlet")
         if mode not in SYNC_HANDLER_MODES:

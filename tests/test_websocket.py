@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 import time
 import typing as t
@@ -727,6 +728,36 @@ def test_allowed_origins_setting(serve: t.Any) -> None:
     with connect(srv.ws_url + "/ws", origin="https://app.example") as ws:
         assert ws.recv(timeout=5) == "ok"
     assert refused(srv.ws_url + "/ws", origin="https://other.example").status_code == 403
+
+
+@pytest.mark.parametrize("trusted", [None, ["127.0.0.1"]])
+def test_dns_rebinding_is_refused_with_trusted_hosts(serve: t.Any, trusted: list[str] | None) -> None:
+    """A rebound name sends its own Host and Origin, which match each other;
+    only Flask's TRUSTED_HOSTS tells the handshake apart (documented)."""
+    app = make_app()
+    app.config["TRUSTED_HOSTS"] = trusted
+    ran: list[str] = []
+
+    @app.websocket("/ws")
+    def handler() -> None:
+        ran.append("handler")
+        websocket.send("hi")
+
+    srv = serve(app)
+    rebound = (
+        b"GET /ws HTTP/1.1\r\nHost: evil.example:%d\r\nOrigin: http://evil.example:%d\r\n"
+        b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    ) % (srv.port, srv.port)
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as raw:
+        raw.sendall(rebound)
+        status = raw.recv(65536).split(b"\r\n", 1)[0]
+    if trusted is None:
+        assert status.startswith(b"HTTP/1.1 101") and ran == ["handler"]
+    else:
+        assert status.startswith(b"HTTP/1.1 400") and ran == []
+        with connect(srv.ws_url + "/ws", origin=f"http://127.0.0.1:{srv.port}") as ws:
+            assert ws.recv(timeout=5) == "hi"
 
 
 # -- misuse ----------------------------------------------------------------------------------
