@@ -41,6 +41,17 @@ from flask_asyncws.watchdog import watchdog_for
 
 AUTOBAHN_CASES = ["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.1.*", "9.2.*"]
 
+#: permessage-deflate: 12.1-12.5 compress five kinds of payload, 13.1-13.7 offer
+#: seven sets of deflate parameters. Each category runs at 16 bytes, 8 KiB, and
+#: 8 KiB in 256-byte fragments (its cases 1, 6 and 11): all 216 cases take over
+#: ten minutes per route on a busy 2-core machine, these 36 about 20 s.
+#: ``python tests/soak/autobahn.py`` runs them all.
+AUTOBAHN_COMPRESSION_CASES = [
+    f"{category}.{case}"
+    for category in ("12.1", "12.2", "12.3", "12.4", "12.5", *(f"13.{n}" for n in range(1, 8)))
+    for case in (1, 6, 11)
+]
+
 
 # -- 1. Autobahn conformance ---------------------------------------------
 
@@ -59,6 +70,25 @@ def test_autobahn_fuzzing_cases(route: str, capsys: pytest.CaptureFixture[str]) 
         print(f"\nAutobahn {route}: {len(results)} cases, {dict(summary)}")
     assert len(results) == 258
     assert not failed, failed
+
+
+@pytest.mark.parametrize("route", ["/echo", "/aecho"])
+def test_autobahn_compression_cases(route: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """permessage-deflate, negotiated by hypercorn: every case OK (none unimplemented)."""
+    with LiveServer(soak_app.asgi_app, "hypercorn") as server:
+        try:
+            results = asyncio.run(
+                kosoku.run_fuzzingclient(server.ws_url + route, AUTOBAHN_COMPRESSION_CASES, concurrency=4)
+            )
+        except kosoku.FailureError as failure:
+            results = failure.results
+    summary = collections.Counter(f"{r.behavior.value}/{r.behavior_close.value}" for r in results)
+    with capsys.disabled():
+        print(f"\nAutobahn {route} compression: {len(results)} cases, {dict(summary)}")
+    assert len(results) == len(AUTOBAHN_COMPRESSION_CASES) == 36
+    not_ok = [f"{r.case_id}: {r.behavior.value}/{r.behavior_close.value} {r.result}" for r in results if not r.passed]
+    assert not not_ok, not_ok
+    assert all(r.behavior.value in ("OK", "NON-STRICT") for r in results), summary
 
 
 # -- 2. churn without leaks ------------------------------------------------
