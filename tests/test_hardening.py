@@ -397,6 +397,36 @@ def test_refusals_are_logged_quoted_and_their_warnings_bounded(
     assert all(r.levelno == logging.DEBUG for r in refusals if r not in warnings)
 
 
+def test_paths_are_quoted_in_every_log_record(
+    serve: t.Callable[..., LiveServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A routed path with an encoded line break, through the oversized-message
+    close and the blocking-handler warning: no record starts a line of its own."""
+    app = Flask(__name__)
+    app.config["ASYNCWS_MAX_MESSAGE_SIZE"] = 16
+    AsyncWS(app)
+
+    @app.websocket("/room/<name>")
+    def room(name: str) -> None:
+        time.sleep(float(websocket.receive()))  # blocks the loop: the watchdog reports it
+        websocket.send("slept")
+        websocket.receive()  # over the limit: closed with 1009
+
+    server = serve(app)
+    with caplog.at_level(logging.DEBUG, "flask_asyncws"):
+        with connect(server.ws_url + "/room/x%0d%0aCRITICAL%20forged", open_timeout=5) as ws:
+            ws.send("0.3")
+            assert ws.recv(5) == "slept"
+            ws.send("x" * 17)
+            with pytest.raises(websockets.ConnectionClosed):
+                ws.recv(5)
+        assert ws.protocol.close_rcvd is not None and ws.protocol.close_rcvd.code == 1009
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("'room' at '/room/x\\r\\nCRITICAL forged' has blocked" in m for m in messages), messages
+    assert any(m.startswith("Closing '/room/x\\r\\nCRITICAL forged': incoming message") for m in messages), messages
+    assert not [m for m in messages if "\r" in m or any(line.startswith("CRITICAL") for line in m.splitlines())]
+
+
 LOGGING_SCRIPT = """
 import logging, logging.config, sys
 from flask import Flask
