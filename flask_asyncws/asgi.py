@@ -14,9 +14,9 @@ import base64
 import binascii
 import contextvars
 import inspect
-import logging
 import sys
 import threading
+import time
 import typing as t
 
 from flask import Flask, Response, got_request_exception, session
@@ -25,6 +25,7 @@ from werkzeug.exceptions import InternalServerError
 from .bridge import Portal, await_, bind_thread_to_loop, greenlet_spawn
 from .context import WebsocketContext
 from .http import HTTPBridge, build_environ, split_target
+from .log import logger
 from .routing import handler_of, hooks
 from .watchdog import watchdog_for
 from .websocket import Websocket, WebsocketDisconnect
@@ -37,13 +38,14 @@ Message = dict[str, t.Any]
 ASGIReceive = t.Callable[[], t.Awaitable[Message]]
 ASGISend = t.Callable[[Message], t.Awaitable[None]]
 
-logger = logging.getLogger("flask_asyncws")
-
 DENIAL_EXTENSION = "websocket.http.response"
 
 #: How long to wait, after refusing a handshake, for the server to report the
 #: connection gone before the app returns.
 SETTLE_TIMEOUT = 1.0
+
+#: Seconds between warnings of refused cross-origin handshakes.
+REFUSAL_WARN_INTERVAL = 60.0
 
 
 class ASGIApp:
@@ -54,6 +56,8 @@ class ASGIApp:
         self._settings = settings
         self.http = HTTPBridge(app, settings)
         self.connections: set[Connection] = set()
+        self._refusal_warned: float | None = None
+        self._refusals_unwarned = 0
 
     async def __call__(self, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
         kind = scope["type"]
@@ -73,7 +77,7 @@ class ASGIApp:
         settings = self._settings()
         origin, host = _origin_and_host(scope)
         if not settings.origins.permits(origin, host):
-            logger.warning("Refused cross-origin websocket from %s to %s%s", origin, host, scope.get("path"))
+            self._refused(origin, host, scope.get("path"))
             await deny(scope, send, Response("Cross-origin websocket refused.", 403, mimetype="text/plain"))
             await _settle(receive)
             return
@@ -98,6 +102,31 @@ class ASGIApp:
         # alive until a full gc pass (slow at shutdown with many connections).
         del connection
         raise asyncio.CancelledError
+
+    def _refused(self, origin: str | None, host: str | None, path: str | None) -> None:
+        """Log a cross-origin refusal: a warning at most once per :data:`REFUSAL_WARN_INTERVAL`.
+
+        Any client can cause refusals at will, so one warning each would let it
+        fill the disk; the others are logged at DEBUG and counted in the next
+        warning. Everything here is the client's, so it is quoted (a path may
+        hold a decoded line break).
+        """
+        now = time.monotonic()
+        if self._refusal_warned is not None and now - self._refusal_warned < REFUSAL_WARN_INTERVAL:
+            self._refusals_unwarned += 1
+            logger.debug("Refused cross-origin websocket: Origin %r, Host %r, path %r.", origin, host, path)
+            return
+        since, self._refusals_unwarned = self._refusals_unwarned, 0
+        self._refusal_warned = now
+        logger.warning(
+            "Refused cross-origin websocket: Origin %r, Host %r, path %r. (Warned of at most every %.0f s;"
+            " %d more since the last warning were logged at DEBUG.)",
+            origin,
+            host,
+            path,
+            REFUSAL_WARN_INTERVAL,
+            since,
+        )
 
     async def lifespan(self, receive: ASGIReceive, send: ASGISend) -> None:
         while True:
@@ -178,7 +207,7 @@ class Connection:
         warn_ms = self.settings.blocking_warn_ms
         watchdog = None if warn_ms is None or self.task is None else watchdog_for(warn_ms)
         if watchdog is not None:
-            watchdog.watch(self.task, ws.endpoint or ws.path)  # type: ignore[arg-type]
+            watchdog.watch(self.task, self._label)  # type: ignore[arg-type]
         try:
             handler = await greenlet_spawn(self.handle, _interrupt=self._take_interrupt, _on_wait=ws._waiting)
             if handler is not None:
@@ -209,6 +238,11 @@ class Connection:
         task = self.task
         if task is not None and getattr(task, "cancelling", lambda: 0)():
             raise asyncio.CancelledError  # the server cancelled us too: honour it
+
+    def _label(self) -> str:
+        """How the blocking-loop warning names this connection: its endpoint, once routed, and path."""
+        ws = self.websocket
+        return f"{ws.endpoint!r} at {ws.path!r}" if ws.endpoint else f"at {ws.path!r}"
 
     # -- the client leaving while the handler waits on something else --
 
@@ -364,7 +398,7 @@ class Connection:
 
         on_disconnect, ws.on_disconnect = ws.on_disconnect, departed
         try:
-            threading.Thread(target=target, name=f"flask_asyncws {ws.path}", daemon=True).start()
+            threading.Thread(target=target, name=f"flask_asyncws {ws.path!r}", daemon=True).start()
             try:
                 return await asyncio.shield(done)
             except asyncio.CancelledError:
@@ -395,7 +429,7 @@ class Connection:
             self._save_session(response)
             self._deny(response)
         else:
-            logger.debug("Websocket handler for %s returned without accepting; closing (HTTP 403).", ws.path)
+            logger.debug("Websocket handler for %r returned without accepting; closing (HTTP 403).", ws.path)
             await_(ws._close(1000, ""))
 
     def _after(self, response: Response | None, *, log_errors: bool = False) -> Response | None:
@@ -468,7 +502,7 @@ class Connection:
                         app.logger.exception("Error in teardown_websocket function %r", func)
             if ws.accepted and getattr(session, "modified", False):
                 logger.warning(
-                    "The session was modified in websocket handler %s after the connection was accepted;"
+                    "The session was modified in websocket handler %r after the connection was accepted;"
                     " a cookie session cannot be saved once the websocket is open, so the change is lost.",
                     ws.endpoint,
                 )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import logging
 import types
 import typing as t
 
@@ -13,11 +12,11 @@ from flask import Flask
 from . import cli, routing, testing
 from .asgi import ASGIApp
 from .bridge import make_async_to_sync
+from .log import logger
 from .origin import OriginPolicy
 
 F = t.TypeVar("F", bound=t.Callable[..., t.Any])
 
-logger = logging.getLogger("flask_asyncws")
 
 #: Every configuration key the extension reads, with its default.
 DEFAULTS: dict[str, t.Any] = {
@@ -56,7 +55,7 @@ class Settings:
             policy = OriginPolicy(origins)
         except (TypeError, ValueError) as exc:
             raise ValueError(
-                f"ASYNCWS_ALLOWED_ORIGINS must be a list of origins like 'https://example.com', or '*': {exc}"
+                f"ASYNCWS_ALLOWED_ORIGINS must be a list of origins like 'https://example.com', or ['*']: {exc}"
             ) from None
         mode = config.get("ASYNCWS_SYNC_HANDLER_MODE", "greenlet")
         if mode not in SYNC_HANDLER_MODES:

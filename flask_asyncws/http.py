@@ -19,7 +19,6 @@ import concurrent.futures
 import contextvars
 import inspect
 import io
-import logging
 import queue
 import sys
 import threading
@@ -29,6 +28,7 @@ from werkzeug.exceptions import ClientDisconnected
 from werkzeug.wsgi import FileWrapper
 
 from .bridge import await_, bind_thread_to_loop, greenlet_spawn
+from .log import logger
 
 if t.TYPE_CHECKING:
     import flask
@@ -49,8 +49,6 @@ FILE_BLOCK_SIZE = 1 << 16
 
 #: How often a worker waiting on the loop checks that the loop still runs.
 _POLL_SECONDS = 1.0
-
-logger = logging.getLogger("flask_asyncws")
 
 T = t.TypeVar("T")
 

@@ -33,6 +33,22 @@ def normalize_origin(origin: str) -> str:
     return f"{scheme}://{host}:{port}"
 
 
+def _allowed_origin(origin: str) -> str:
+    """``origin`` from the configuration, normalized; an error for a URL with more than an origin.
+
+    A browser's ``Origin`` never has a path, so a listed
+    ``https://app.example.com/chat`` would only seem to restrict anything.
+    """
+    parts = urlsplit(origin.strip())
+    if parts.scheme and parts.netloc and (parts.path or parts.query or parts.fragment or "@" in parts.netloc):
+        bare = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+        raise ValueError(
+            f"{origin!r} is a URL, not an origin: an origin is scheme://host[:port] with no path"
+            f" (nor query or user); write {bare!r}."
+        )
+    return normalize_origin(origin)
+
+
 class OriginPolicy:
     """Decides whether a handshake's ``Origin`` may open a websocket."""
 
@@ -41,7 +57,7 @@ class OriginPolicy:
     def __init__(self, allowed: t.Iterable[str] | None) -> None:
         allowed = list(allowed or ())
         self.allow_all = "*" in allowed
-        self.allowed = frozenset(normalize_origin(o) for o in allowed if o != "*")
+        self.allowed = frozenset(_allowed_origin(o) for o in allowed if o != "*")
 
     def permits(self, origin: str | None, host: str | None) -> bool:
         if origin is None or self.allow_all:

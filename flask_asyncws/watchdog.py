@@ -16,14 +16,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
+import os
 import sys
 import threading
 import time
 import traceback
+import types
 import typing as t
 
-logger = logging.getLogger("flask_asyncws")
+from .log import logger
+
+#: A label, or a function giving it when a report is made (the endpoint of a
+#: connection is known only once its request context is pushed).
+Label: t.TypeAlias = "str | t.Callable[[], str]"
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 #: Live watchdogs by loop; each removes itself when its loop closes.
 _watchdogs: dict[asyncio.AbstractEventLoop, Watchdog] = {}
@@ -62,7 +69,7 @@ class Watchdog:
         self.threshold = threshold
         #: Heartbeat period; a quarter of the threshold keeps reports prompt.
         self.interval = threshold / 4
-        self._labels: dict[asyncio.Task[t.Any], str] = {}
+        self._labels: dict[asyncio.Task[t.Any], Label] = {}
         self._beat = time.monotonic()
         self._reported_beat: float | None = None
         #: The task seen running, the heartbeat then, and since when.
@@ -75,7 +82,7 @@ class Watchdog:
     # -- loop side --------------------------------------------------------
 
     @contextlib.contextmanager
-    def watching(self, label: str) -> t.Iterator[None]:
+    def watching(self, label: Label) -> t.Iterator[None]:
         """Name the current task ``label`` in reports while the block runs.
 
         Call it on the loop, in the task serving the connection.
@@ -89,7 +96,7 @@ class Watchdog:
         finally:
             self.unwatch(task, previous)
 
-    def watch(self, task: asyncio.Task[t.Any], label: str) -> str | None:
+    def watch(self, task: asyncio.Task[t.Any], label: Label) -> Label | None:
         """Start naming ``task`` ``label`` in reports; returns the label it replaces."""
         previous = self._labels.get(task)
         self._labels[task] = label
@@ -97,7 +104,7 @@ class Watchdog:
             self._start()
         return previous
 
-    def unwatch(self, task: asyncio.Task[t.Any], previous: str | None = None) -> None:
+    def unwatch(self, task: asyncio.Task[t.Any], previous: Label | None = None) -> None:
         """Stop naming ``task``; the heartbeat stops at its next tick once none is left."""
         if previous is None:
             self._labels.pop(task, None)
@@ -162,13 +169,34 @@ class Watchdog:
                 self._reported_beat = beat
                 self._report(label, held)
 
-    def _report(self, label: str, blocked: float) -> None:
+    def _report(self, label: Label, blocked: float) -> None:
         frame = sys._current_frames().get(self._loop_thread or 0)
-        stack = "".join(traceback.format_stack(frame)) if frame is not None else "(stack unavailable)\n"
+        if frame is None:
+            stack = "(stack unavailable)"
+        else:
+            stack = "".join(traceback.format_list(_from_user_code(frame))).rstrip("\n")
         logger.warning(
             "Websocket %s has blocked the event loop for over %.0f ms; every other connection is waiting."
             " Run blocking calls with run_sync(). It is blocked here:\n%s",
-            label,
+            label if isinstance(label, str) else label(),
             blocked * 1000,
-            stack.rstrip("\n"),
+            stack,
         )
+
+
+def _from_user_code(frame: types.FrameType) -> traceback.StackSummary:
+    """The stack of ``frame`` from where the library called user code.
+
+    The frames above (the server, asyncio, the greenlet running the handler,
+    the library's dispatch) are the same in every report and hide the line
+    that matters, so the stack starts at the first frame past the library's.
+    """
+    stack = traceback.extract_stack(frame)
+    ours = [entry.filename.startswith(_PACKAGE) for entry in stack]
+    if True in ours:
+        start = ours.index(True)
+        while start < len(stack) and ours[start]:
+            start += 1
+        if start < len(stack):
+            del stack[:start]
+    return stack

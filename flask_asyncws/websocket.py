@@ -16,7 +16,6 @@ import asyncio
 import collections
 import contextvars
 import inspect
-import logging
 import re
 import sys
 import threading
@@ -31,14 +30,13 @@ from werkzeug.datastructures import Headers
 from werkzeug.sansio.utils import get_current_url
 
 from .bridge import _BridgeGreenlet, current_portal, finish_in, hand_over, wait_in
+from .log import logger
 
 if t.TYPE_CHECKING:
     from werkzeug.datastructures import Authorization, ImmutableMultiDict, LanguageAccept, MultiDict
     from werkzeug.routing import Rule
 
     from .asgi import ASGIReceive, ASGISend, Scope
-
-logger = logging.getLogger("flask_asyncws")
 
 T = t.TypeVar("T")
 
@@ -390,13 +388,14 @@ class Websocket:
             self._report_unawaited(coro.__name__.lstrip("_"))
 
     def _report_unawaited(self, name: str) -> None:
+        """Record the mistake; it is raised at the next call or at the handler's
+        end, and logged there once like any unhandled error."""
         if self._misuse is None:
             self._misuse = (
                 f"websocket.{name}() was called without 'await' in async code, so it did"
                 f" not run. Write 'await websocket.{name}(...)'. Sync helper functions"
                 " that use the websocket must be called from a sync handler."
             )
-            logger.error("%s (%s)", self._misuse, self.path)
             waiter = self._waiter
             if waiter is not None and not waiter.done():
                 waiter.set_exception(RuntimeError(self._misuse))
@@ -653,7 +652,7 @@ class Websocket:
             raise WebsocketDisconnect(*self._disconnect)  # type: ignore[misc]
 
     async def _refuse_oversized(self, size: int, *, notify: bool) -> None:
-        logger.info("Closing %s: incoming message of %d bytes over ASYNCWS_MAX_MESSAGE_SIZE", self.path, size)
+        logger.info("Closing %r: incoming message of %d bytes over ASYNCWS_MAX_MESSAGE_SIZE", self.path, size)
         await self._refuse(1009, "message too big", notify=notify)
 
     async def _refuse(self, code: int, reason: str, *, notify: bool) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import pathlib
 import queue
 import re
 import subprocess
@@ -167,11 +169,13 @@ EXPECTED = [
 
 
 def test_flask_sock_app_before() -> None:
-    """The starting point, under gunicorn with threads as Flask-Sock documents."""
-    command = [sys.executable, "-m", "gunicorn", "--bind", "127.0.0.1:0", "--threads", "8", "--graceful-timeout", "1"]
-    proc = subprocess.Popen(
-        [*command, "examples.migrate_from_flask_sock.before:app"], stderr=subprocess.PIPE, text=True
-    )
+    """The starting point, run with the command in its docstring (gunicorn
+    with threads, as Flask-Sock documents) on a free port."""
+    [(command, _)] = run_commands(importlib.import_module("examples.migrate_from_flask_sock.before").__doc__ or "")
+    assert command[0] == "gunicorn", command
+    options = ["--bind", "127.0.0.1:0", "--graceful-timeout", "1"]
+    argv = [sys.executable, "-m", command[0], *options, *command[1:]]
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
     lines: queue.Queue[str | None] = queue.Queue()
     threading.Thread(target=lambda: [*map(lines.put, proc.stderr or ()), lines.put(None)], daemon=True).start()
     try:
@@ -194,3 +198,67 @@ def test_flask_sock_app_migrated(step: str) -> None:
     module = __import__(f"examples.migrate_from_flask_sock.{step}", fromlist=["app"])
     with LiveServer(module.app.asgi_app) as srv:
         assert transcript(srv.ws_url) == EXPECTED
+
+
+# -- the instructions ---------------------------------------------------------
+
+MIGRATION = ("before", "compat", "after")
+EXAMPLES = ["echo.app", "chat.app", "auth.app"] + [f"migrate_from_flask_sock.{step}" for step in MIGRATION]
+
+
+def run_commands(text: str) -> list[tuple[list[str], int | None]]:
+    """Each ``Run:``/``or:`` command in ``text`` with the port its note names."""
+    found = []
+    for match in re.finditer(r"^ ?(?:Run|or): (.+?)(?:\s{2,}\((.*)\))?$", text, re.MULTILINE):
+        port = re.search(r"://127\.0\.0\.1:(\d+)", match.group(2) or "")
+        found.append((match.group(1).split(), int(port.group(1)) if port else None))
+    return found
+
+
+def default_port(command: list[str]) -> int:
+    """The port ``command`` serves on when followed literally, from each server's own default."""
+    if command[0] == "flask":
+        assert command[-2:] == ["asyncws", "run"], f"{command}: Werkzeug (flask run) serves no ASGI app"
+        from flask_asyncws.cli import run_command
+
+        return next(p.default for p in run_command.params if p.name == "port")  # type: ignore[no-any-return]
+    if command[0] == "hypercorn":
+        from hypercorn.config import Config
+
+        return int(Config().bind[0].rpartition(":")[2])
+    assert command[0] == "gunicorn", command
+    from gunicorn.config import Bind
+
+    return int(Bind.default[0].rpartition(":")[2])
+
+
+def target(command: list[str]) -> t.Any:
+    """The object the command serves: ``module:attr.attr`` or ``--app module``."""
+    spec = command[command.index("--app") + 1] + ":app" if "--app" in command else command[-1]
+    module, _, attrs = spec.partition(":")
+    obj: t.Any = importlib.import_module(module)
+    for attr in attrs.split("."):
+        obj = getattr(obj, attr)
+    return obj
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_instructions_name_what_their_command_serves(example: str) -> None:
+    """Each command in an example's docstring serves that example, on the port its note says."""
+    commands = run_commands(importlib.import_module(f"examples.{example}").__doc__ or "")
+    assert commands, f"{example} has no Run: line"
+    for command, port in commands:
+        assert port in (None, default_port(command)), (command, port)
+        assert target(command) is not None
+
+
+def test_examples_readme_commands_and_addresses() -> None:
+    readme = (pathlib.Path(__file__).parent.parent / "examples" / "README.md").read_text()
+    for command in re.findall(r"`((?:hypercorn|gunicorn|flask) [^`]+)`", readme):
+        if "…" not in command:
+            assert target(command.split()) is not None, command
+    assert f"http://127.0.0.1:{default_port(['flask', '--app', 'x', 'asyncws', 'run'])} for `flask" in readme
+    assert f"http://127.0.0.1:{default_port(['hypercorn', 'x'])} for\n`hypercorn`, `gunicorn`" in readme
+    assert default_port(["gunicorn", "x"]) == default_port(["hypercorn", "x"])
+    makefile = (pathlib.Path(__file__).parent.parent / "Makefile").read_text()
+    assert f"--bind 127.0.0.1:{default_port(['hypercorn', 'x'])} examples.echo.app:app.asgi_app" in makefile

@@ -11,9 +11,12 @@ import contextlib
 import gc
 import json
 import logging
+import os
+import re
 import signal
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -40,6 +43,17 @@ from flask_asyncws.watchdog import watchdog_for
 
 AUTOBAHN_CASES = ["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.1.*", "9.2.*"]
 
+#: permessage-deflate: 12.1-12.5 compress five kinds of payload, 13.1-13.7 offer
+#: seven sets of deflate parameters. Each category runs at 16 bytes, 8 KiB, and
+#: 8 KiB in 256-byte fragments (its cases 1, 6 and 11): all 216 cases take over
+#: ten minutes per route on a busy 2-core machine, these 36 about 20 s.
+#: ``python tests/soak/autobahn.py`` runs them all.
+AUTOBAHN_COMPRESSION_CASES = [
+    f"{category}.{case}"
+    for category in ("12.1", "12.2", "12.3", "12.4", "12.5", *(f"13.{n}" for n in range(1, 8)))
+    for case in (1, 6, 11)
+]
+
 
 # -- 1. Autobahn conformance ---------------------------------------------
 
@@ -58,6 +72,25 @@ def test_autobahn_fuzzing_cases(route: str, capsys: pytest.CaptureFixture[str]) 
         print(f"\nAutobahn {route}: {len(results)} cases, {dict(summary)}")
     assert len(results) == 258
     assert not failed, failed
+
+
+@pytest.mark.parametrize("route", ["/echo", "/aecho"])
+def test_autobahn_compression_cases(route: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """permessage-deflate, negotiated by hypercorn: every case OK (none unimplemented)."""
+    with LiveServer(soak_app.asgi_app, "hypercorn") as server:
+        try:
+            results = asyncio.run(
+                kosoku.run_fuzzingclient(server.ws_url + route, AUTOBAHN_COMPRESSION_CASES, concurrency=4)
+            )
+        except kosoku.FailureError as failure:
+            results = failure.results
+    summary = collections.Counter(f"{r.behavior.value}/{r.behavior_close.value}" for r in results)
+    with capsys.disabled():
+        print(f"\nAutobahn {route} compression: {len(results)} cases, {dict(summary)}")
+    assert len(results) == len(AUTOBAHN_COMPRESSION_CASES) == 36
+    not_ok = [f"{r.case_id}: {r.behavior.value}/{r.behavior_close.value} {r.result}" for r in results if not r.passed]
+    assert not not_ok, not_ok
+    assert all(r.behavior.value in ("OK", "NON-STRICT") for r in results), summary
 
 
 # -- 2. churn without leaks ------------------------------------------------
@@ -442,6 +475,136 @@ def test_invalid_websocket_key_never_reaches_user_code(hypercorn: t.Callable[...
     assert _reaches_user_code(hypercorn, "GET", BAD_KEYS) == {}
 
 
+def test_refusals_are_logged_quoted_and_their_warnings_bounded(
+    serve: t.Callable[..., LiveServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A path with an encoded line break cannot forge a log line, and 1,000
+    cross-origin refusals make one warning; the rest are at DEBUG."""
+    app = Flask(__name__)
+    AsyncWS(app)
+
+    @app.websocket("/ws")
+    def handler() -> None:
+        websocket.accept()
+
+    server = serve(app)
+    forged = (
+        b"GET /x%0d%0aCRITICAL%20forged HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\nOrigin: http://evil.example\r\n\r\n"
+    )
+
+    async def refuse_many(total: int) -> int:
+        url, pending = server.ws_url + "/ws", iter(range(total))
+        statuses: collections.Counter[int] = collections.Counter()
+
+        async def client() -> None:
+            for _ in pending:
+                try:
+                    async with websockets.connect(url, origin="https://evil.example", open_timeout=10):
+                        pass
+                except websockets.InvalidStatus as exc:
+                    statuses[exc.response.status_code] += 1
+
+        await asyncio.gather(*(client() for _ in range(20)))
+        return statuses[403]
+
+    with caplog.at_level(logging.DEBUG, "flask_asyncws"):
+        assert _raw_request(server.port, forged).startswith(b"HTTP/1.1 403")
+        started = time.monotonic()
+        assert asyncio.run(refuse_many(1000)) == 1000
+        elapsed = time.monotonic() - started
+    refusals = [r for r in caplog.records if r.getMessage().startswith("Refused cross-origin websocket")]
+    assert len(refusals) == 1001
+    first = refusals[0].getMessage()
+    assert "\r" not in first and "\n" not in first
+    assert "path '/x\\r\\nCRITICAL forged'" in first and "Origin 'http://evil.example'" in first
+    warnings = [r for r in refusals if r.levelno == logging.WARNING]
+    assert 1 <= len(warnings) <= 1 + elapsed // 60, (len(warnings), elapsed)
+    assert all(r.levelno == logging.DEBUG for r in refusals if r not in warnings)
+
+
+def test_paths_are_quoted_in_every_log_record(
+    serve: t.Callable[..., LiveServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A routed path with an encoded line break, through the oversized-message
+    close and the blocking-handler warning: no record starts a line of its own."""
+    app = Flask(__name__)
+    app.config["ASYNCWS_MAX_MESSAGE_SIZE"] = 16
+    AsyncWS(app)
+
+    @app.websocket("/room/<name>")
+    def room(name: str) -> None:
+        time.sleep(float(websocket.receive()))  # blocks the loop: the watchdog reports it
+        websocket.send("slept")
+        websocket.receive()  # over the limit: closed with 1009
+
+    server = serve(app)
+    with caplog.at_level(logging.DEBUG, "flask_asyncws"):
+        with connect(server.ws_url + "/room/x%0d%0aCRITICAL%20forged", open_timeout=5) as ws:
+            ws.send("0.3")
+            assert ws.recv(5) == "slept"
+            ws.send("x" * 17)
+            with pytest.raises(websockets.ConnectionClosed):
+                ws.recv(5)
+        assert ws.protocol.close_rcvd is not None and ws.protocol.close_rcvd.code == 1009
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("'room' at '/room/x\\r\\nCRITICAL forged' has blocked" in m for m in messages), messages
+    assert any(m.startswith("Closing '/room/x\\r\\nCRITICAL forged': incoming message") for m in messages), messages
+    assert not [m for m in messages if "\r" in m or any(line.startswith("CRITICAL") for line in m.splitlines())]
+
+
+LOGGING_SCRIPT = """
+import logging, logging.config, sys
+from flask import Flask
+from flask_asyncws import AsyncWS, websocket
+from servers import LiveServer
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+app = Flask("probe")
+AsyncWS(app)
+
+@app.websocket("/ws")
+def handler():
+    websocket.accept()
+
+formatter = {"format": "%(levelname)s|%(name)s|%(message)s"}
+if sys.argv[1] == "basicConfig":
+    logging.basicConfig(**formatter)
+elif sys.argv[1] == "dictConfig":
+    logging.config.dictConfig({
+        "version": 1,
+        "formatters": {"plain": formatter},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+        "root": {"handlers": ["stderr"]},
+    })
+with LiveServer(app.asgi_app, "hypercorn") as server:
+    try:
+        connect(server.ws_url + "/ws", origin="https://evil.example", open_timeout=5)
+    except InvalidStatus as exc:
+        assert exc.response.status_code == 403
+"""
+
+
+@pytest.mark.parametrize("setup", ["none", "basicConfig", "dictConfig"])
+def test_warnings_are_shown_like_flasks_own_or_as_logging_is_configured(setup: str) -> None:
+    """With no logging set up a warning has Flask's format; logging set up
+    after the app is created (even by a dictConfig that disables the loggers
+    existing then) takes it, and it is shown once."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(
+        [sys.executable, "-c", LOGGING_SCRIPT, setup], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "Refused cross-origin websocket" in line]
+    assert len(lines) == 1, result.stderr
+    if setup == "none":
+        assert re.match(r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\] WARNING in asgi: Refused", lines[0]), lines
+    else:
+        assert lines[0].startswith("WARNING|flask_asyncws|Refused"), lines
+
+
 header_name = st.binary(min_size=1, max_size=20).filter(lambda b: b":" not in b).map(bytes.lower)
 scope_strategy = st.fixed_dictionaries(
     {
@@ -561,9 +724,13 @@ def test_blocking_handler_is_reported_and_run_sync_cures_it(caplog: pytest.LogCa
                 assert slow.recv(5) == "slept"
             warnings = [r.getMessage() for r in caplog.records if "blocked the event loop" in r.getMessage()]
             if expect_warning:
-                # Named by path here, by endpoint once the connection names itself.
-                assert len(warnings) == 1 and route.lstrip("/") in warnings[0], warnings
-                assert "in block" in warnings[0] and "time.sleep(seconds)" in warnings[0]
+                # Named by endpoint and path, the stack from the handler's frame.
+                assert len(warnings) == 1 and "Websocket 'block' at '/block' has" in warnings[0], warnings
+                stack = warnings[0].split("It is blocked here:\n", 1)[1]
+                first = stack.splitlines()[0]
+                assert first.startswith('  File "') and os.path.join("soak", "app.py") in first, stack
+                assert first.endswith(", in block"), stack
+                assert "time.sleep(seconds)" in stack
                 assert latency > 0.3  # everyone waited: that is what the warning is for
             else:
                 assert warnings == []

@@ -52,6 +52,34 @@ def test_allowed_origins() -> None:
 
 
 @pytest.mark.parametrize(
+    ("origin", "fix"),
+    [
+        ("https://app.example.com/chat", "'https://app.example.com'"),
+        ("https://app.example.com/", "'https://app.example.com'"),
+        ("https://app.example.com:8443/?room=1", "'https://app.example.com:8443'"),
+        ("https://user@app.example.com", "'https://app.example.com'"),
+    ],
+)
+def test_allowed_origin_with_a_path_is_refused_at_init_app(origin: str, fix: str) -> None:
+    app = Flask(__name__)
+    app.config["ASYNCWS_ALLOWED_ORIGINS"] = ["https://ok.example", origin]
+    with pytest.raises(ValueError, match="ASYNCWS_ALLOWED_ORIGINS") as info:
+        AsyncWS(app)
+    assert f"{origin!r} is a URL, not an origin" in str(info.value)
+    assert "with no path" in str(info.value) and f"write {fix}" in str(info.value)
+
+
+@pytest.mark.parametrize("allowed", [["*"], "*"])
+def test_allow_all_origins_as_a_list_or_a_string(allowed: t.Any) -> None:
+    """``["*"]`` is the documented form; the bare string means the same."""
+    app = Flask(__name__)
+    app.config["ASYNCWS_ALLOWED_ORIGINS"] = allowed
+    AsyncWS(app)
+    policy = app.asgi_app._settings().origins
+    assert policy.permits("http://anything.example", "api.example")
+
+
+@pytest.mark.parametrize(
     ("key", "value", "message"),
     [
         ("ASYNCWS_ALLOWED_ORIGINS", ["example.com"], "ASYNCWS_ALLOWED_ORIGINS"),

@@ -720,6 +720,8 @@ def test_send_raising_oserror_under_uvicorn_leaves_the_server_task_as_it_was() -
                 assert time.monotonic() < deadline, outcomes
                 time.sleep(0.01)
     assert outcomes == [(True, "ran")] * 3
+
+
 MESSAGES_BEFORE_CLOSE = 50
 
 
@@ -1162,6 +1164,36 @@ def test_allowed_origins_setting(serve: t.Any) -> None:
     assert refused(srv.ws_url + "/ws", origin="https://other.example").status_code == 403
 
 
+@pytest.mark.parametrize("trusted", [None, ["127.0.0.1"]])
+def test_dns_rebinding_is_refused_with_trusted_hosts(serve: t.Any, trusted: list[str] | None) -> None:
+    """A rebound name sends its own Host and Origin, which match each other;
+    only Flask's TRUSTED_HOSTS tells the handshake apart (documented)."""
+    app = make_app()
+    app.config["TRUSTED_HOSTS"] = trusted
+    ran: list[str] = []
+
+    @app.websocket("/ws")
+    def handler() -> None:
+        ran.append("handler")
+        websocket.send("hi")
+
+    srv = serve(app)
+    rebound = (
+        b"GET /ws HTTP/1.1\r\nHost: evil.example:%d\r\nOrigin: http://evil.example:%d\r\n"
+        b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    ) % (srv.port, srv.port)
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as raw:
+        raw.sendall(rebound)
+        status = raw.recv(65536).split(b"\r\n", 1)[0]
+    if trusted is None:
+        assert status.startswith(b"HTTP/1.1 101") and ran == ["handler"]
+    else:
+        assert status.startswith(b"HTTP/1.1 400") and ran == []
+        with connect(srv.ws_url + "/ws", origin=f"http://127.0.0.1:{srv.port}") as ws:
+            assert ws.recv(timeout=5) == "hi"
+
+
 # -- misuse ----------------------------------------------------------------------------------
 
 
@@ -1181,11 +1213,15 @@ def test_unawaited_call_in_async_handler_fails_loudly(serve: t.Any, caplog: pyte
 
     srv = serve(app)
     for path in ("/ws", "/last"):
-        with caplog.at_level(logging.ERROR), connect(srv.ws_url + path) as ws:
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG), connect(srv.ws_url + path) as ws:
             assert ws.recv(timeout=5) == "first"
             assert closed(ws).code == 1011
-    messages = " ".join(r.getMessage() for r in caplog.records)
-    assert "websocket.send() was called without 'await'" in messages
+        # Logged once, as the handler's unhandled error, with its traceback.
+        about = [r for r in caplog.records if "without 'await'" in r.getMessage() + str(r.exc_info and r.exc_info[1])]
+        assert len(about) == 1, [r.getMessage() for r in about]
+        assert about[0].getMessage() == f"Exception on {path} [GET]"
+        assert "websocket.send() was called without 'await'" in str(about[0].exc_info[1])  # type: ignore[index]
 
 
 def test_calls_awaited_later_or_run_as_tasks_are_not_mistaken_for_misuse(
@@ -1301,8 +1337,9 @@ def test_thread_mode_runs_sync_handlers_in_their_own_thread(serve: t.Any) -> Non
 
     srv = serve(app)
     with connect(srv.ws_url + "/echo") as ws, connect(srv.ws_url + "/echo") as other:
-        assert ws.recv(timeout=5) == "flask_asyncws /echo"
-        assert other.recv(timeout=5) == "flask_asyncws /echo"
+        # The path is the client's: quoted, as thread names reach log lines.
+        assert ws.recv(timeout=5) == "flask_asyncws '/echo'"
+        assert other.recv(timeout=5) == "flask_asyncws '/echo'"
         ws.send("a")
         other.send("b")
         assert ws.recv(timeout=5) == "g ok:a"
@@ -1310,7 +1347,7 @@ def test_thread_mode_runs_sync_handlers_in_their_own_thread(serve: t.Any) -> Non
     assert torn_down.wait(5)
     assert isinstance(seen[0], WebsocketDisconnect)
     with connect(srv.ws_url + "/async") as ws:
-        assert ws.recv(timeout=5) != "flask_asyncws /async"
+        assert ws.recv(timeout=5) != "flask_asyncws '/async'"
 
 
 def test_thread_mode_interrupts_a_thread_waiting_elsewhere(serve: t.Any) -> None:

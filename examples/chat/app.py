@@ -1,7 +1,7 @@
 """A multi-room chat: a login form, rooms joined by name, messages to everyone in a room.
 
 Run: flask --app examples.chat.app asyncws run    (then open http://127.0.0.1:5000)
- or: hypercorn examples.chat.app:app.asgi_app
+ or: hypercorn examples.chat.app:app.asgi_app    (then open http://127.0.0.1:8000)
 
 The user name comes from the session; ``before_websocket`` refuses a handshake
 without one (HTTP 401, before the upgrade). Rooms live in this process's

@@ -1,6 +1,7 @@
 """Echo over websockets, with a sync and an async handler.
 
-Run: hypercorn examples.echo.app:app.asgi_app
+Run: hypercorn examples.echo.app:app.asgi_app    (then open http://127.0.0.1:8000)
+ or: flask --app examples.echo.app asyncws run    (then open http://127.0.0.1:5000)
 """
 
 from flask import Flask, render_template_string

@@ -1,6 +1,6 @@
 """Step two: the same app on flask-asyncws's own API.
 
-Run: hypercorn examples.migrate_from_flask_sock.after:app.asgi_app
+Run: hypercorn examples.migrate_from_flask_sock.after:app.asgi_app    (websockets at ws://127.0.0.1:8000/echo ...)
 
 What changed from ``before.py``: ``Sock(app)`` → ``AsyncWS(app)``;
 ``@sock.route`` → ``@app.websocket``; the ``ws`` argument → the ``websocket``

@@ -1,6 +1,10 @@
 """The app before migrating: Flask-Sock, served by a WSGI server.
 
-Run: flask --app examples.migrate_from_flask_sock.before run
+Run: gunicorn --threads 8 examples.migrate_from_flask_sock.before:app    (websockets at ws://127.0.0.1:8000/echo ...)
+
+Gunicorn with threads is how Flask-Sock is deployed. Under ``flask run``
+(Werkzeug's development server) Flask-Sock sends no close frame when a
+handler returns, so a client waits for one that never comes.
 """
 
 from flask import Flask, request

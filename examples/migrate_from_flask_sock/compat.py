@@ -1,6 +1,6 @@
 """Step one: the same app with one import changed, served by an ASGI server.
 
-Run: hypercorn examples.migrate_from_flask_sock.compat:app.asgi_app
+Run: hypercorn examples.migrate_from_flask_sock.compat:app.asgi_app    (websockets at ws://127.0.0.1:8000/echo ...)
 """
 
 from flask import Flask, request
