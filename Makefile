@@ -4,7 +4,7 @@
 # Both install what they need first.
 PYTHON ?= python3
 
-.PHONY: install run test bench
+.PHONY: install run test bench docs
 
 install:
 	$(PYTHON) -m pip install --quiet -e ".[test]"
@@ -17,7 +17,7 @@ run: install
 # `make test tests/test_websocket.py::test_misuse_errors_say_what_to_do`
 # (or `make install test ...`). pytest's options go in ARGS (make reads dashes
 # as its own).
-TARGETS := install run test bench
+TARGETS := install run test bench docs
 ifneq ($(filter test,$(MAKECMDGOALS)),)
 SELECTION := $(filter-out $(TARGETS),$(MAKECMDGOALS))
 # The selection's words are not targets to build (a mistyped goal without
@@ -31,3 +31,8 @@ test: install
 
 bench: install
 	$(PYTHON) -m benchmarks
+
+# The docs into docs/_build/html, with warnings as errors.
+docs:
+	$(PYTHON) -m pip install --quiet -e ".[docs]"
+	$(PYTHON) -m sphinx -W --keep-going -b html docs docs/_build/html

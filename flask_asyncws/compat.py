@@ -63,6 +63,7 @@ class Sock:
             self.init_app(app)
 
     def init_app(self, app: flask.Flask) -> None:
+        """Set up ``app``, with the routes declared before there was an app."""
         options = app.config.get("SOCK_SERVER_OPTIONS") or {}
         if "asyncws" not in app.extensions:
             app.config.setdefault("ASYNCWS_PING_INTERVAL", options.get("ping_interval"))
@@ -126,8 +127,11 @@ class WebSocket:
         self._pending: asyncio.Future[str | bytes] | None = None
         options = flask.current_app.config.get("SOCK_SERVER_OPTIONS") or {}
         offered = set(options.get("subprotocols") or ())
+        #: The subprotocol chosen from ``SOCK_SERVER_OPTIONS["subprotocols"]``, or None.
         self.subprotocol: str | None = next((p for p in ws.requested_subprotocols if p in offered), None)
+        #: The close code, once the connection is closed.
         self.close_reason: int | None = None
+        #: The close reason text, once the connection is closed.
         self.close_message: str | None = None
         self._call(ws.accept, None, self.subprotocol)
 
