@@ -4,7 +4,7 @@
 # Both install what they need first.
 PYTHON ?= python3
 
-.PHONY: install run test bench
+.PHONY: install run test bench docs dist
 
 install:
 	$(PYTHON) -m pip install --quiet -e ".[test]"
@@ -17,7 +17,7 @@ run: install
 # `make test tests/test_websocket.py::test_misuse_errors_say_what_to_do`
 # (or `make install test ...`). pytest's options go in ARGS (make reads dashes
 # as its own).
-TARGETS := install run test bench
+TARGETS := install run test bench docs dist
 ifneq ($(filter test,$(MAKECMDGOALS)),)
 SELECTION := $(filter-out $(TARGETS),$(MAKECMDGOALS))
 # The selection's words are not targets to build (a mistyped goal without
@@ -31,3 +31,18 @@ test: install
 
 bench: install
 	$(PYTHON) -m benchmarks
+
+# The docs into docs/_build/html, with warnings as errors.
+docs:
+	$(PYTHON) -m pip install --quiet -e ".[docs]"
+	$(PYTHON) -m sphinx -W --keep-going -b html docs docs/_build/html
+
+# The sdist and wheel into DIST (emptied first), checked as PyPI checks them;
+# the wheel must hold only the package.
+DIST ?= dist
+dist:
+	$(PYTHON) -m pip install --quiet build twine
+	rm -rf $(DIST)
+	$(PYTHON) -m build --outdir $(DIST) .
+	$(PYTHON) -m twine check --strict $(DIST)/*
+	$(PYTHON) -c 'import sys, zipfile; other = [n for n in zipfile.ZipFile(sys.argv[1]).namelist() if not n.startswith(("flask_asyncws/", "flask_asyncws-"))]; sys.exit(f"The wheel holds more than the package: {other}" if other else None)' $(DIST)/*.whl

@@ -8,6 +8,8 @@ from .extension import AsyncWS
 from .routing import Blueprint
 from .websocket import Websocket, WebsocketDisconnect
 
+__version__ = "0.1.0.dev0"
+
 __all__ = [
     "AsyncWS",
     "Blueprint",

@@ -63,6 +63,7 @@ class Sock:
             self.init_app(app)
 
     def init_app(self, app: flask.Flask) -> None:
+        """Set up ``app``, with the routes declared before there was an app."""
         options = app.config.get("SOCK_SERVER_OPTIONS") or {}
         if "asyncws" not in app.extensions:
             app.config.setdefault("ASYNCWS_PING_INTERVAL", options.get("ping_interval"))
@@ -123,8 +124,11 @@ class WebSocket:
         offered = options.get("subprotocols") or ()
         if isinstance(offered, str):
             offered = (offered,)  # one subprotocol, as simple-websocket takes it
+        #: The subprotocol chosen from ``SOCK_SERVER_OPTIONS["subprotocols"]``, or None.
         self.subprotocol: str | None = next((p for p in ws.requested_subprotocols if p in offered), None)
+        #: The close code, once the connection is closed.
         self.close_reason: int | None = None
+        #: The close reason text, once the connection is closed.
         self.close_message: str | None = None
         self._call("accept", ws.accept, None, self.subprotocol)
 

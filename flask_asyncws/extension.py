@@ -125,6 +125,7 @@ class AsyncWS:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
+        """Set up ``app``; for an app made later by a factory, as with other extensions."""
         if "asyncws" in app.extensions:
             raise RuntimeError("AsyncWS is already set up on this app; call init_app once per app.")
         for key, value in DEFAULTS.items():

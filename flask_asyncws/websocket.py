@@ -219,6 +219,7 @@ class Websocket:
 
     @property
     def accepted(self) -> bool:
+        """Whether the handshake is complete; until then the app can still refuse with HTTP."""
         return self._accepted
 
     @property
