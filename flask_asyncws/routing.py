@@ -4,8 +4,8 @@ Routes are ordinary Werkzeug rules with ``websocket=True`` in ``app.url_map``,
 so one path can serve HTTP and websocket, and ``url_for`` builds ``ws://`` URLs.
 The view function Flask sees is a guard that answers 400 when a websocket route
 is reached over plain HTTP (Werkzeug binds a WSGI request carrying
-``Upgrade: websocket`` as a websocket request); the handler runs only for real
-websocket connections.
+``Upgrade: websocket`` as a websocket request), saying how to run a server that
+can serve it; the handler runs only for real websocket connections.
 """
 
 from __future__ import annotations
@@ -52,7 +52,9 @@ def websocket_view(handler: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
 
     @functools.wraps(handler)
     def view(**kwargs: t.Any) -> t.NoReturn:
-        abort(400, "This URL is a websocket endpoint; connect to it with a websocket client.")
+        # Reached by a handshake that a WSGI server (flask run, gunicorn) or an
+        # ASGI server without websocket support passed on as plain HTTP.
+        abort(400, _no_websocket_server_message(flask.current_app.import_name))
 
     view.websocket_handler = handler  # type: ignore[attr-defined]
     # wraps() copied the handler's attributes; Flask must call the guard as sync code.
@@ -62,6 +64,16 @@ def websocket_view(handler: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
     except TypeError:
         pass
     return view
+
+
+def _no_websocket_server_message(import_name: str) -> str:
+    name = "APP" if import_name == "__main__" else import_name
+    return (
+        "This URL is a websocket endpoint, but this server cannot serve websockets"
+        " (flask run and other WSGI servers cannot). Run the app with"
+        f" flask --app {name} asyncws run, or with an ASGI server such as"
+        f" hypercorn {name}:app.asgi_app. In tests, use app.test_client().websocket()."
+    )
 
 
 # -- registration methods, bound to an app by AsyncWS or defined on Blueprint --

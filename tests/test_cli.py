@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 from flask import Flask
-from websockets.exceptions import WebSocketException
+from websockets.exceptions import InvalidStatus, WebSocketException
 from websockets.sync.client import connect
 
 from flask_asyncws import AsyncWS
@@ -253,3 +253,55 @@ def self_signed_certificate(directory: Path) -> tuple[str, str]:
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     return str(cert_path), str(key_path)
+
+
+WERKZEUG_APP = """
+import asyncio
+
+from flask import Flask, request
+
+from flask_asyncws import AsyncWS, websocket
+
+app = Flask(__name__)
+AsyncWS(app)
+
+
+@app.post("/json")
+async def json_view():
+    await asyncio.sleep(0)
+    return {"json": request.get_json()}
+
+
+@app.post("/form")
+async def form_view():
+    return {"name": request.form["name"], "file": request.files["file"].read().decode()}
+
+
+@app.websocket("/ws")
+def ws():
+    websocket.send("unreachable")
+"""
+
+
+def werkzeug_server(directory: Path) -> Server:
+    """``flask run`` (Werkzeug's development server) on a free port, without asgiref."""
+    (directory / "werkzeug_app.py").write_text(WERKZEUG_APP)
+    # Flask's own async_to_sync needs asgiref (its "async" extra), not a dependency.
+    blocked = directory / "no_asgiref" / "asgiref"
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text("raise ImportError('asgiref is not installed')\n")
+    args = ("-m", "flask", "--app", "werkzeug_app", "run", "--port", "0")
+    return Server(*args, cwd=directory, pythonpath=blocked.parent)
+
+
+def test_flask_run_tells_a_websocket_client_how_to_serve_websockets(tmp_path: Path) -> None:
+    with werkzeug_server(tmp_path) as server:
+        _, port = server.url()
+        with pytest.raises(InvalidStatus) as refused:
+            connect(f"ws://127.0.0.1:{port}/ws", proxy=None, open_timeout=TIMEOUT)
+    response = refused.value.response
+    assert response.status_code == 400
+    message = response.body.decode()
+    assert "this server cannot serve websockets" in message
+    assert "flask --app werkzeug_app asyncws run" in message
+    assert "hypercorn werkzeug_app:app.asgi_app" in message
