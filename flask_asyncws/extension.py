@@ -28,6 +28,7 @@ DEFAULTS: dict[str, t.Any] = {
     "ASYNCWS_SYNC_HANDLER_MODE": "greenlet",
     "ASYNCWS_HTTP_THREADS": 32,
     "ASYNCWS_BLOCKING_WARN_MS": 100,
+    "ASYNCWS_BODY_TIMEOUT": 60,
 }
 
 SYNC_HANDLER_MODES = ("greenlet", "thread")
@@ -45,6 +46,7 @@ class Settings:
     sync_handler_mode: str
     http_threads: int
     blocking_warn_ms: float | None
+    body_timeout: float | None
 
     @classmethod
     def from_config(cls, config: t.Mapping[str, t.Any]) -> Settings:
@@ -74,6 +76,7 @@ class Settings:
             sync_handler_mode=mode,
             http_threads=threads,
             blocking_warn_ms=_positive(config, "ASYNCWS_BLOCKING_WARN_MS", float, "a positive number of milliseconds"),
+            body_timeout=_positive(config, "ASYNCWS_BODY_TIMEOUT", float, "a positive number of seconds"),
         )
 
 

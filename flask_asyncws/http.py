@@ -4,12 +4,13 @@ Builds a WSGI environ from an ASGI scope (also used for the websocket
 handshake's request context) and runs Flask's ``wsgi_app`` for http scopes in
 a bounded pool of worker threads, with PEP 3333 semantics.
 
-A request costs one hop from the loop to a worker thread and back when the
-response is a single block (most Flask responses). Everything else crosses
-between the worker and the loop only when it must: the request body is read
-from the server as the view reads it, and a streamed response goes out one
-chunk at a time, each send waiting for the server, so memory stays bounded in
-both directions.
+The request body is received on the loop before the app runs (kept in memory
+up to :data:`SPOOL_MEMORY`, in a temporary file beyond), so a worker thread
+never waits on a client's network and an ``async def`` view reads the body as
+sync code does. A request costs one hop from the loop to a worker thread and
+back when the response is a single block (most Flask responses); a streamed
+response goes out one chunk at a time, each send waiting for the server, so
+memory stays bounded in both directions.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ import inspect
 import io
 import queue
 import sys
+import tempfile
 import threading
 import typing as t
 
-from werkzeug.exceptions import ClientDisconnected
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge, RequestTimeout
 from werkzeug.wsgi import FileWrapper
 
-from .bridge import await_, bind_thread_to_loop, greenlet_spawn
+from .bridge import await_, bind_thread_to_loop, greenlet_spawn, in_bridge
 from .log import logger
 
 if t.TYPE_CHECKING:
@@ -42,6 +44,11 @@ if t.TYPE_CHECKING:
 #: early error, a redirect) must read on; past this much, the server is left to
 #: close the connection.
 DRAIN_LIMIT = 1 << 20
+
+#: Request body bytes held in memory while the body is received; a larger
+#: body is written on to a temporary file, so an upload of any size costs at
+#: most this much memory per request.
+SPOOL_MEMORY = 64 * 1024
 
 #: Read size for ``send_file`` responses: Werkzeug's default of 8 KiB would cost
 #: one hop to the loop per 8 KiB.
@@ -160,16 +167,27 @@ class _Exchange:
         "error",
         "watcher",
         "on_loop",
+        "timeout",
+        "timed_out",
+        "spool",
     )
 
     def __init__(
-        self, scope: Scope, receive: ASGIReceive, send: ASGISend, loop: asyncio.AbstractEventLoop, first: Message
+        self,
+        scope: Scope,
+        receive: ASGIReceive,
+        send: ASGISend,
+        loop: asyncio.AbstractEventLoop,
+        timeout: float | None,
     ) -> None:
         self.scope = scope
         self.receive = receive
         self.send = send
         self.loop = loop
-        self.body_done = not first.get("more_body", False)
+        self.timeout = timeout  # ASYNCWS_BODY_TIMEOUT
+        self.body_done = False
+        self.timed_out = False  # the client stopped sending its body
+        self.spool: t.IO[bytes] | None = None  # the temporary file holding the body
         self.disconnected = False
         self.status: int | None = None
         self.headers: list[tuple[bytes, bytes]] = []
@@ -279,6 +297,78 @@ class _Exchange:
 
     # -- on the loop --
 
+    async def read_request(self, environ: dict[str, t.Any], limit: int | None) -> bool:
+        """Receive the request body into ``environ["wsgi.input"]`` before the app runs.
+
+        Up to :data:`SPOOL_MEMORY` is kept in memory, the rest in a temporary
+        file. Receiving stops early when the body exceeds ``limit``
+        (``MAX_CONTENT_LENGTH``), so Werkzeug answers 413 at once, and when no
+        part of it arrives for ``timeout`` seconds: reading past what arrived
+        then raises 408. Returns False if the client left before the request
+        started.
+        """
+        timer = None
+        if self.timeout is not None and (
+            "CONTENT_LENGTH" in environ
+            or "HTTP_TRANSFER_ENCODING" in environ
+            or environ["SERVER_PROTOCOL"] not in ("HTTP/1.1", "HTTP/1.0")
+        ):  # a body may follow (RFC 9112 section 6.3)
+            timer = _BodyTimer(self.loop, self.timeout)
+        head = bytearray()
+        error: type[Exception] | None = None
+        try:
+            message = await self.receive()
+            if message["type"] != "http.request":
+                return False
+            if not message.get("more_body", False):  # the whole body, usually
+                self.body_done = True
+                if body := message.get("body"):
+                    environ["wsgi.input"] = io.BytesIO(body)
+                return True
+            if limit is not None and _declared_length(environ) > limit:
+                limit = -1  # Werkzeug refuses it before reading
+            spool: t.IO[bytes] | None = None
+            size = 0
+            while True:
+                body = message.get("body", b"")
+                size += len(body)
+                if spool is not None:
+                    spool.write(body)
+                elif size > SPOOL_MEMORY:
+                    spool = self.spool = tempfile.TemporaryFile()
+                    spool.write(head)
+                    spool.write(body)
+                    head = bytearray()
+                else:
+                    head += body
+                if not message.get("more_body", False):
+                    self.body_done = True
+                    break
+                if limit is not None and size > limit:
+                    break  # what is left stays with the server
+                if timer is not None:
+                    timer.last = self.loop.time()
+                message = await self.receive()
+                if message["type"] != "http.request":
+                    self.disconnected = self.body_done = True
+                    error = ClientDisconnected
+                    break
+        except asyncio.CancelledError:
+            if timer is None or not timer.timed_out():
+                raise
+            self.timed_out = True
+            error = RequestTimeout
+        finally:
+            if timer is not None:
+                timer.handle.cancel()
+        if self.spool is not None:
+            self.spool.seek(0)
+        if self.body_done and error is None:
+            environ["wsgi.input"] = self.spool if self.spool is not None else io.BytesIO(head)
+        else:
+            environ["wsgi.input"] = _Input(self, head, self.spool, error)
+        return True
+
     async def _send_chunk(self, start: Message | None, body: bytes) -> None:
         if self.disconnected:
             raise _Disconnected
@@ -313,14 +403,17 @@ class _Exchange:
     async def finish(self, start: Message | None, body: bytes) -> None:
         """Send the final message after reading what is left of the request body.
 
-        Up to :data:`DRAIN_LIMIT`, the rest is read first, so the connection
-        stays usable. Beyond that, it is read on only while the final message
-        is being sent (hypercorn waits for room in its queue to finish), and
-        the server then closes the connection.
+        Up to :data:`DRAIN_LIMIT`, the rest is read first (within the body
+        timeout), so the connection stays usable. Beyond that, it is read on
+        only while the final message is being sent (hypercorn waits for room
+        in its queue to finish), and the server then closes the connection.
         """
         final = {"type": "http.response.body", "body": body, "more_body": False}
-        if not self.body_done and not self.disconnected:
+        if not self.body_done and not self.disconnected and not self.timed_out:
             await self.drain(DRAIN_LIMIT)
+        if self.timed_out and start is not None:
+            # RFC 9110 section 15.5.9: the connection is not reused after a 408.
+            start["headers"] = [*start["headers"], (b"connection", b"close")]
         drain = None if self.body_done or self.disconnected else asyncio.ensure_future(self.drain(None))
         try:
             if start is not None:
@@ -331,31 +424,112 @@ class _Exchange:
                 drain.cancel()
 
     async def drain(self, limit: int | None) -> None:
-        """Read and discard the rest of the request body, up to ``limit`` bytes."""
+        """Read and discard the rest of the request body, up to ``limit`` bytes.
+
+        With a limit, it waits no longer for the next part than the body
+        timeout allows.
+        """
+        timer = None if limit is None or self.timeout is None else _BodyTimer(self.loop, self.timeout)
         drained = 0
-        while not self.body_done and (limit is None or drained <= limit):
-            message = await self.receive()
-            if message["type"] != "http.request":
-                self.disconnected = self.body_done = True
-                return
-            drained += len(message.get("body", b""))
-            self.body_done = not message.get("more_body", False)
+        try:
+            while not self.body_done and (limit is None or drained <= limit):
+                message = await self.receive()
+                if message["type"] != "http.request":
+                    self.disconnected = self.body_done = True
+                    return
+                drained += len(message.get("body", b""))
+                self.body_done = not message.get("more_body", False)
+                if timer is not None:
+                    timer.last = self.loop.time()
+        except asyncio.CancelledError:
+            if timer is None or not timer.timed_out():
+                raise
+            self.timed_out = True
+        finally:
+            if timer is not None:
+                timer.handle.cancel()
 
     def stop(self) -> None:
         if self.watcher is not None:
             self.watcher.cancel()
+        if self.spool is not None:
+            self.spool.close()
+
+
+class _BodyTimer:
+    """Cancels the task receiving a request body once none of it has come for ``timeout`` seconds.
+
+    One timer per body, moved on lazily: each part that arrives only sets
+    ``last``.
+    """
+
+    __slots__ = ("loop", "task", "timeout", "last", "handle", "expired", "cancelling")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        self.loop = loop
+        self.task = t.cast("asyncio.Task[t.Any]", asyncio.current_task())
+        self.timeout = timeout
+        self.last = loop.time()
+        self.expired = False
+        self.cancelling = self.task.cancelling() if sys.version_info >= (3, 11) else 0
+        self.handle = loop.call_at(self.last + timeout, self._check)
+
+    def _check(self) -> None:
+        deadline = self.last + self.timeout
+        if self.loop.time() < deadline:
+            self.handle = self.loop.call_at(deadline, self._check)
+        else:
+            self.expired = True
+            self.task.cancel()
+
+    def timed_out(self) -> bool:
+        """Whether the cancellation being handled is this timer's alone."""
+        if not self.expired:
+            return False
+        if sys.version_info >= (3, 11):
+            return self.task.uncancel() <= self.cancelling
+        return True
+
+
+def _declared_length(environ: dict[str, t.Any]) -> int:
+    try:
+        return int(environ.get("CONTENT_LENGTH", -1))
+    except ValueError:
+        return -1
 
 
 class _Input:
-    """``wsgi.input``: the request body, fetched from the server as it is read."""
+    """``wsgi.input`` for a body not wholly received before the app ran.
 
-    def __init__(self, exchange: _Exchange, first: bytes) -> None:
+    What was received (``head``, then the ``spool`` file) is read first. Then
+    ``error`` is raised if receiving ended with one (the client left, or
+    stopped sending); otherwise the rest, beyond ``MAX_CONTENT_LENGTH``, is
+    fetched from the server as it is read.
+    """
+
+    def __init__(
+        self, exchange: _Exchange, head: bytearray, spool: t.IO[bytes] | None, error: type[Exception] | None
+    ) -> None:
         self._exchange = exchange
-        self._buffer = bytearray(first)
+        self._buffer = head
+        self._spool = spool
+        self._error = error
 
     def _fetch(self) -> bool:
-        """Append the next body message to the buffer; False at the end."""
+        """Append the next part of the body to the buffer; False at the end."""
+        if self._spool is not None:
+            data = self._spool.read(FILE_BLOCK_SIZE)
+            if data:
+                self._buffer += data
+                return True
+            self._spool = None
+        if self._error is not None:
+            raise self._error()
         exchange = self._exchange
+        if not exchange.body_done and not in_bridge() and _running_loop() is exchange.loop:
+            # Code on the event loop (an async view) cannot wait for the part
+            # of the body that the server still holds.
+            raise RequestEntityTooLarge()
         while not exchange.body_done:
             data = exchange.call(exchange.read_body())
             if data:
@@ -486,6 +660,13 @@ class WorkerPool:
             logger.warning("HTTP worker threads still busy at shutdown: %s", ", ".join(busy))
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 def _resolve_future(future: asyncio.Future[t.Any], result: t.Any) -> None:
     if not future.done():
         future.set_result(result)
@@ -514,15 +695,14 @@ class HTTPBridge:
         self._async_endpoints: frozenset[str] | None = None
 
     async def __call__(self, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
-        first = await receive()
-        if first["type"] != "http.request":
-            return  # the client left before sending the request body
         loop = asyncio.get_running_loop()
-        exchange = _Exchange(scope, receive, send, loop, first)
-        environ = build_environ(scope, t.cast(t.IO[bytes], _Input(exchange, first.get("body", b""))))
+        exchange = _Exchange(scope, receive, send, loop, self._settings().body_timeout)
+        environ = build_environ(scope)
         environ["wsgi.input_terminated"] = True
         environ["wsgi.file_wrapper"] = _file_wrapper
         try:
+            if not await exchange.read_request(environ, self.app.config.get("MAX_CONTENT_LENGTH")):
+                return  # the client left before sending the request
             if self._runs_on_loop(environ):
                 exchange.on_loop = True
                 warn_ms = self._settings().blocking_warn_ms
