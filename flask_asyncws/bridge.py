@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import functools
 import threading
 import time
@@ -371,13 +372,16 @@ def run_sync(fn: t.Callable[..., T], *args: t.Any, **kwargs: t.Any) -> t.Any:
 
 
 def make_async_to_sync(
-    fallback: t.Callable[[t.Callable[..., t.Awaitable[t.Any]]], t.Callable[..., t.Any]],
+    fallback: t.Callable[[t.Callable[..., t.Awaitable[t.Any]]], t.Callable[..., t.Any]] | None = None,
 ) -> t.Callable[[t.Callable[..., t.Awaitable[t.Any]]], t.Callable[..., t.Any]]:
     """Build ``Flask.async_to_sync`` that reuses the server's loop when it can.
 
     Async views, hooks and error handlers then run on the loop that serves the
-    app, so loop-bound clients and pools can be shared across requests. Outside
-    the server (a WSGI server, a CLI command) Flask's own behaviour remains.
+    app, so loop-bound clients and pools can be shared across requests.
+    Elsewhere (Flask's test client, ``flask run``, a CLI command) each call
+    runs on a new event loop, as Flask does with asgiref, but without needing
+    asgiref; ``fallback``, if given (an app's own ``async_to_sync``), is used
+    there instead.
     """
 
     def async_to_sync(func: t.Callable[..., t.Awaitable[t.Any]]) -> t.Callable[..., t.Any]:
@@ -388,6 +392,8 @@ def make_async_to_sync(
             nonlocal fallback_wrapper
             if isinstance(getcurrent(), _BridgeGreenlet) or getattr(_thread_state, "loop", None):
                 return await_(func(*args, **kwargs))
+            if fallback is None:
+                return _run_in_new_loop(func, args, kwargs)
             if fallback_wrapper is None:
                 fallback_wrapper = fallback(func)
             return fallback_wrapper(*args, **kwargs)
@@ -395,3 +401,48 @@ def make_async_to_sync(
         return wrapper
 
     return async_to_sync
+
+
+def _run_in_new_loop(func: t.Callable[..., t.Awaitable[T]], args: t.Any, kwargs: t.Any) -> T:
+    """Run ``func(*args, **kwargs)`` to completion on an event loop of its own.
+
+    Like ``asyncio.run``, but it leaves the thread's current event loop alone,
+    and context variables the coroutine sets are copied back to the caller,
+    as asgiref's ``async_to_sync`` does.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise RuntimeError(
+            f"{func.__qualname__} is async and was called as sync code on a running event loop; await it instead."
+        )
+    context: list[contextvars.Context] = []
+
+    async def main() -> T:
+        try:
+            return await func(*args, **kwargs)
+        finally:
+            context.append(contextvars.copy_context())
+
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(main())
+    finally:
+        try:
+            tasks = asyncio.all_tasks(loop)
+            if tasks:  # left running by the coroutine: cancelled, as asyncio.run() does
+                for task in tasks:
+                    task.cancel()
+                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            loop.close()
+        for var, value in context[0].items() if context else ():
+            if var.get(_MISSING) is not value:
+                var.set(value)
+
+
+_MISSING = object()

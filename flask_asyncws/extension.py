@@ -145,7 +145,11 @@ class AsyncWS:
         app.before_serving = types.MethodType(_before_serving, app)  # type: ignore[attr-defined]
         app.after_serving = types.MethodType(_after_serving, app)  # type: ignore[attr-defined]
 
-        app.async_to_sync = make_async_to_sync(app.async_to_sync)  # type: ignore[method-assign, assignment, arg-type]
+        # An app class with its own async_to_sync keeps it for calls outside the server.
+        own = type(app).async_to_sync is not Flask.async_to_sync
+        app.async_to_sync = make_async_to_sync(  # type: ignore[method-assign, assignment]
+            app.async_to_sync if own else None  # type: ignore[arg-type]
+        )
         settings: list[Settings] = []
 
         def current_settings() -> Settings:

@@ -294,6 +294,15 @@ def werkzeug_server(directory: Path) -> Server:
     return Server(*args, cwd=directory, pythonpath=blocked.parent)
 
 
+def test_flask_run_serves_async_views(tmp_path: Path) -> None:
+    with werkzeug_server(tmp_path) as server:
+        _, port = server.url()
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT) as client:
+            assert client.post("/json", json={"a": [1]}).json() == {"json": {"a": [1]}}
+            response = client.post("/form", data={"name": "n"}, files={"file": ("f.txt", b"content")})
+            assert response.json() == {"name": "n", "file": "content"}
+
+
 def test_flask_run_tells_a_websocket_client_how_to_serve_websockets(tmp_path: Path) -> None:
     with werkzeug_server(tmp_path) as server:
         _, port = server.url()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hashlib
 import io
 import os
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -337,6 +339,59 @@ def test_async_views_read_the_body(server_name: str) -> None:
             pass  # the rest of the body is not read, so the server may cut the connection
         else:
             assert response.status_code == 413
+
+
+def test_async_views_run_in_the_test_client_without_asgiref(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Flask's own async_to_sync needs asgiref (the "async" extra), which is not a dependency.
+    monkeypatch.setitem(sys.modules, "asgiref", None)
+    monkeypatch.setitem(sys.modules, "asgiref.sync", None)
+    app = make_app()
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var")
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    @app.before_request
+    async def before() -> None:
+        var.set("set by an async hook")
+        loops.append(asyncio.get_running_loop())
+
+    @app.post("/json")
+    async def json_view() -> dict[str, t.Any]:
+        await asyncio.sleep(0)
+        loops.append(asyncio.get_running_loop())
+        return {"json": request.get_json(), "var": var.get(), "thread": threading.current_thread().name}
+
+    @app.get("/sync")
+    def sync_view() -> str:
+        return var.get()
+
+    client = app.test_client()
+    response = client.post("/json", json={"a": 1})
+    assert response.status_code == 200, response.text
+    assert response.json == {"json": {"a": 1}, "var": "set by an async hook", "thread": threading.current_thread().name}
+    assert client.get("/sync").text == "set by an async hook"  # as asgiref copies context variables back
+    # A new loop per call, closed after it; the thread's own event loop is left alone.
+    assert len(set(map(id, loops))) == 3 and all(loop.is_closed() for loop in loops)
+    with pytest.raises(RuntimeError):
+        asyncio.get_running_loop()
+
+
+def test_an_apps_own_async_to_sync_still_serves_calls_outside_the_server() -> None:
+    calls: list[str] = []
+
+    class OwnFlask(Flask):
+        def async_to_sync(self, func: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
+            calls.append(func.__name__)
+            return lambda *args, **kwargs: asyncio.run(func(*args, **kwargs))
+
+    app = OwnFlask(__name__)
+    AsyncWS(app)
+
+    @app.get("/")
+    async def index() -> str:
+        return "own"
+
+    assert app.test_client().get("/").text == "own"
+    assert calls == ["index"]
 
 
 def slow_upload(port: int, path: str, declared: int, sent: bytes) -> socket.socket:
