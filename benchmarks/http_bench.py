@@ -1,11 +1,10 @@
 """HTTP throughput of ``app.asgi_app`` against other ways to serve the same app.
 
-Run ``python benchmarks/http_bench.py`` (needs ``wrk`` and, for Flask's own
-async path, ``asgiref``). Each configuration is a separate server process with
-one worker on 127.0.0.1; ``wrk`` drives it with the same load. The script
-prints one table and stops every server it started. It exits with
-``MISSED_TARGET`` (3) when a ratio misses its target, so a crash (1) is never
-mistaken for a slow run.
+Run ``python benchmarks/http_bench.py`` (needs ``wrk``). Each configuration is
+a separate server process with one worker on 127.0.0.1; ``wrk`` drives it with
+the same load. The script prints one table and stops every server it started.
+It exits with ``MISSED_TARGET`` (3) when a ratio misses its target, so a crash
+(1) is never mistaken for a slow run.
 
 Configurations:
 
