@@ -170,6 +170,7 @@ class _Exchange:
         "timeout",
         "timed_out",
         "spool",
+        "unread",
     )
 
     def __init__(
@@ -188,6 +189,7 @@ class _Exchange:
         self.body_done = False
         self.timed_out = False  # the client stopped sending its body
         self.spool: t.IO[bytes] | None = None  # the temporary file holding the body
+        self.unread: int | None = None  # the declared body, when none of it is received
         self.disconnected = False
         self.status: int | None = None
         self.headers: list[tuple[bytes, bytes]] = []
@@ -301,12 +303,16 @@ class _Exchange:
         """Receive the request body into ``environ["wsgi.input"]`` before the app runs.
 
         Up to :data:`SPOOL_MEMORY` is kept in memory, the rest in a temporary
-        file. Receiving stops early when the body exceeds ``limit``
-        (``MAX_CONTENT_LENGTH``), so Werkzeug answers 413 at once, and when no
-        part of it arrives for ``timeout`` seconds: reading past what arrived
-        then raises 408. Returns False if the client left before the request
-        started.
+        file. A body larger than ``limit`` (``MAX_CONTENT_LENGTH``) is not
+        received, or only until it passes the limit, so Werkzeug answers 413
+        at once. When no part of it arrives for ``timeout`` seconds, reading
+        past what arrived raises 408. Returns False if the client left before
+        the request started.
         """
+        if limit is not None and _declared_length(environ) > limit:
+            self.unread = _declared_length(environ)  # Werkzeug refuses it before reading
+            environ["wsgi.input"] = _Input(self, bytearray(), None, None)
+            return True
         timer = None
         if self.timeout is not None and (
             "CONTENT_LENGTH" in environ
@@ -325,8 +331,6 @@ class _Exchange:
                 if body := message.get("body"):
                     environ["wsgi.input"] = io.BytesIO(body)
                 return True
-            if limit is not None and _declared_length(environ) > limit:
-                limit = -1  # Werkzeug refuses it before reading
             spool: t.IO[bytes] | None = None
             size = 0
             while True:
@@ -404,12 +408,18 @@ class _Exchange:
         """Send the final message after reading what is left of the request body.
 
         Up to :data:`DRAIN_LIMIT`, the rest is read first (within the body
-        timeout), so the connection stays usable. Beyond that, it is read on
-        only while the final message is being sent (hypercorn waits for room
-        in its queue to finish), and the server then closes the connection.
+        timeout), so the connection stays usable. Beyond that (or when more is
+        declared), it is read on only while the final message is being sent
+        (hypercorn waits for room in its queue to finish), and the server then
+        closes the connection.
         """
         final = {"type": "http.response.body", "body": body, "more_body": False}
-        if not self.body_done and not self.disconnected and not self.timed_out:
+        if (
+            not self.body_done
+            and not self.disconnected
+            and not self.timed_out
+            and (self.unread is None or self.unread <= DRAIN_LIMIT)
+        ):
             await self.drain(DRAIN_LIMIT)
         if self.timed_out and start is not None:
             # RFC 9110 section 15.5.9: the connection is not reused after a 408.

@@ -468,6 +468,21 @@ def test_slow_request_bodies_take_no_worker_thread(server_name: str) -> None:
         assert timeout <= waited < timeout + TIMEOUT, waited
 
 
+def test_a_declared_length_over_max_content_length_is_refused_at_once(server_name: str) -> None:
+    app = make_app(MAX_CONTENT_LENGTH=1000)  # the body timeout stays at its 60 s
+
+    @app.post("/upload")
+    def upload() -> str:
+        return str(len(request.get_data()))
+
+    with LiveServer(app.asgi_app, server_name) as srv:
+        since = time.monotonic()
+        with slow_upload(srv.port, "/upload", 10 * DRAIN_LIMIT, b"") as sock:
+            head, _ = read_one_response(sock)
+        assert head.startswith(b"HTTP/1.1 413 ")
+        assert time.monotonic() - since < TIMEOUT / 2
+
+
 def test_body_timeout_is_the_longest_wait_for_more_of_the_body(server_name: str) -> None:
     app = make_app(ASYNCWS_BODY_TIMEOUT=1.0)
 
