@@ -484,6 +484,28 @@ def test_a_declared_length_over_max_content_length_is_refused_at_once(server_nam
         assert time.monotonic() - since < TIMEOUT / 2
 
 
+def test_a_limit_raised_for_one_request_lets_a_sync_view_read_on(server_name: str) -> None:
+    app = make_app(MAX_CONTENT_LENGTH=1000)
+
+    @app.before_request
+    def raise_limit() -> None:
+        request.max_content_length = 100_000
+
+    @app.post("/sync")
+    def sync_view() -> str:
+        return str(len(request.get_data()))
+
+    @app.post("/async")
+    async def async_view() -> str:
+        return str(len(request.get_data()))
+
+    with LiveServer(app.asgi_app, server_name) as srv, httpx.Client(base_url=srv.http_url, timeout=TIMEOUT) as client:
+        assert client.post("/sync", content=b"x" * 5000).text == "5000"
+        assert client.post("/sync", content=iter([b"x" * 3000, b"y" * 2000])).text == "5000"  # chunked
+        # Code on the event loop cannot wait for what the server still holds.
+        assert client.post("/async", content=b"x" * 5000).status_code == 413
+
+
 def test_body_timeout_is_the_longest_wait_for_more_of_the_body(server_name: str) -> None:
     app = make_app(ASYNCWS_BODY_TIMEOUT=1.0)
 
