@@ -48,7 +48,7 @@ DRAIN_LIMIT = 1 << 20
 #: Request body bytes held in memory while the body is received; a larger
 #: body is written on to a temporary file, so an upload of any size costs at
 #: most this much memory per request.
-SPOOL_MEMORY = 64 * 1024
+SPOOL_MEMORY = 1 << 20
 
 #: Read size for ``send_file`` responses: Werkzeug's default of 8 KiB would cost
 #: one hop to the loop per 8 KiB.
