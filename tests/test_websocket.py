@@ -1404,7 +1404,7 @@ def test_thread_mode_handlers_can_use_run_sync_and_await(serve: t.Any) -> None:
     srv = serve(app)
     with connect(srv.ws_url + "/ws") as ws:
         assert ws.recv(timeout=5) == "run_sync test_websocket /ws g 1"
-        assert ws.recv(timeout=5) == "flask_asyncws /ws"  # the handler's own thread
+        assert ws.recv(timeout=5) == "flask_asyncws '/ws'"  # the handler's own thread (the path quoted)
         assert ws.recv(timeout=5) == "await_ /ws"
         assert closed(ws).code == 1000
     assert loops == [id(srv.loop)]
