@@ -753,9 +753,10 @@ def test_isolation_under_load() -> None:
 
 @pytest.mark.parametrize("server_name", ["hypercorn", "uvicorn"])
 def test_sigterm_with_open_connections(server_name: str, capsys: pytest.CaptureFixture[str]) -> None:
-    """Every client gets a close frame and every teardown runs; the server
-    exits within its graceful timeout plus a second."""
-    figures = shutdown.run(server_name, 1000, graceful_timeout=3)
+    """Every client gets a close frame, every teardown runs once the server
+    gives up on its connections, and the server then exits."""
+    connections = 1000
+    figures = shutdown.run(server_name, connections, graceful_timeout=3)
     with capsys.disabled():
         print(f"\nSIGTERM under load: {figures}")
     # uvicorn re-raises the SIGTERM once it has shut down gracefully.
@@ -763,7 +764,18 @@ def test_sigterm_with_open_connections(server_name: str, capsys: pytest.CaptureF
     # 1001 is ours (hypercorn cancels the app); uvicorn sends 1012 itself.
     assert figures["clients"] in ({"close 1001": 1000, "still open": 0}, {"close 1012": 1000, "still open": 0}), figures
     assert figures["teardowns"] == figures["teardown_tags"] == 1000
-    assert figures["exit_seconds"] < figures["graceful_timeout"] + 1, figures
+    # Teardowns start when the server gives up on its connections (at once
+    # under uvicorn, at the graceful timeout under hypercorn) and each takes
+    # its share of the loop: allow a second plus 2 ms a connection.
+    torn_down = figures["graceful_timeout"] + 1 + 0.002 * connections
+    assert figures["teardown_window"][1] < torn_down, figures
+    # What follows the last teardown is the server's. Hypercorn promises no
+    # bound there: it cancels each connection at its graceful timeout, and on
+    # Python 3.11 and 3.12 asyncio then logs every cancelled connection task
+    # with a full traceback (about 1.3 ms each on an idle machine, 5 on a busy
+    # one). uvicorn's exit is quick.
+    after = 0.005 * connections if server_name == "hypercorn" else 1
+    assert figures["exit_seconds"] < torn_down + after, figures
 
 
 # -- known problems, reproduced -------------------------------------------

@@ -1,8 +1,9 @@
 """Shutdown under load: SIGTERM a server holding many open connections.
 
 Every client must get a close frame, teardown must run for every connection
-(the app appends each one to a file), and the server must exit within its
-graceful timeout plus a second.
+(the app appends each one to a file) once the server gives up on its
+connections, and the server must then exit; ``teardown_window`` says when the
+teardowns ran, ``exit_seconds`` when the server was gone.
 
 Run: ``python tests/soak/shutdown.py [hypercorn|uvicorn] [CONNECTIONS]``.
 """
