@@ -462,8 +462,7 @@ class Websocket:
             try:
                 return await waiter
             except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                    self._hold(waiter.result(), first=True)  # handed over as we were cancelled: keep it
+                self._keep_handed(waiter)
                 raise
             finally:
                 self._waiter = None
@@ -504,12 +503,16 @@ class Websocket:
         except TimeoutError:
             return None
         except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                self._hold(waiter.result(), first=True)  # handed over as we were cancelled: keep it
+            self._keep_handed(waiter)
             raise
         finally:
             self._waiter = None
             expiry.cancel()
+
+    def _keep_handed(self, waiter: asyncio.Future[str | bytes]) -> None:
+        """A message handed over as its receive was cancelled is kept for the next one."""
+        if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+            self._hold(waiter.result(), first=True)
 
     async def _receive_json(self) -> t.Any:
         return self._decode(await self._receive())
