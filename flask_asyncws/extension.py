@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing as t
 
@@ -110,8 +111,11 @@ def _warn_unknown_keys(config: t.Mapping[str, t.Any]) -> None:
             and key != _RELOADER_KEY
             and key.upper().replace("_", "").startswith("ASYNCWS")
         ):
-            close = difflib.get_close_matches(key.upper(), DEFAULTS, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"the settings are {', '.join(DEFAULTS)}."
+            # Compared without the prefix every setting shares, which would
+            # make any two names look alike (ASYNCWS_FOO ~ ASYNCWS_BODY_TIMEOUT).
+            names = {setting.removeprefix("ASYNCWS_"): setting for setting in DEFAULTS}
+            close = difflib.get_close_matches(re.sub(r"^ASYNC_?WS_?", "", key.upper()), names, n=1)
+            hint = f"did you mean {names[close[0]]!r}?" if close else f"the settings are {', '.join(DEFAULTS)}."
             logger.warning("Unknown setting %r in app.config is ignored: %s", key, hint)
 
 

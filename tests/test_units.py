@@ -122,7 +122,8 @@ def test_setting_errors_say_what_is_allowed(key: str, value: t.Any, message: str
 
 def test_unknown_settings_are_named_once_at_init_app(caplog: pytest.LogCaptureFixture) -> None:
     app = Flask(__name__)
-    app.config.update(ASYNCWS_PING_INTERVALL=25, asyncws_http_thread=4, ASYNCWS_XYZZY=1, ASYNCWS_PING_INTERVAL=None)
+    app.config.update(ASYNCWS_PING_INTERVALL=25, asyncws_http_thread=4, ASYNCWS_FOO=1, ASYNCWS_PING_INTERVAL=None)
+    app.config["ASYNCWS_ORIGINS"] = ["https://example.com"]
     app.config["ASYNCWS_SOCKET_FD"] = 3  # from_prefixed_env() in a process `flask asyncws run --reload` started
 
     with caplog.at_level(logging.WARNING, logger="flask_asyncws"):
@@ -135,10 +136,12 @@ def test_unknown_settings_are_named_once_at_init_app(caplog: pytest.LogCaptureFi
         with app.test_client().websocket("/ws") as ws:  # the settings are read again for the first connection
             assert ws.receive() == "ok"
     warnings = sorted(r.getMessage() for r in caplog.records if r.name == "flask_asyncws")
-    assert [r.levelno for r in caplog.records if r.name == "flask_asyncws"] == [logging.WARNING] * 3
+    assert [r.levelno for r in caplog.records if r.name == "flask_asyncws"] == [logging.WARNING] * 4
     assert warnings == [
+        # Only the part after the shared prefix is compared: FOO is like no setting.
+        "Unknown setting 'ASYNCWS_FOO' in app.config is ignored: the settings are " + ", ".join(DEFAULTS) + ".",
+        "Unknown setting 'ASYNCWS_ORIGINS' in app.config is ignored: did you mean 'ASYNCWS_ALLOWED_ORIGINS'?",
         "Unknown setting 'ASYNCWS_PING_INTERVALL' in app.config is ignored: did you mean 'ASYNCWS_PING_INTERVAL'?",
-        "Unknown setting 'ASYNCWS_XYZZY' in app.config is ignored: the settings are " + ", ".join(DEFAULTS) + ".",
         "Unknown setting 'asyncws_http_thread' in app.config is ignored: did you mean 'ASYNCWS_HTTP_THREADS'?",
     ]
 
