@@ -202,9 +202,21 @@ def test_make_run_on_a_fresh_debian_machine_serves_from_its_own_venv(tmp_path: P
 
     # The CI script's node-ID path runs pytest with the virtualenv's interpreter
     # (here the test extras are taken as installed: pytest is missing, and says so).
+    # The system packages it installs when missing are the suite's own needs, in
+    # place already: this test does not install them.
     subprocess.run(["make", "-t", "install"], cwd=clone, env=env, check=True, capture_output=True, timeout=30)
+    no_apt = tmp_path / "no-apt"
+    no_apt.mkdir()
+    for name in ("apt-get", "sudo"):
+        (no_apt / name).write_text(f'#!/bin/sh\necho "{name} $*: the suite needs these packages" >&2\nexit 1\n')
+        (no_apt / name).chmod(0o755)
     ci = subprocess.run(
-        ["bash", ".ci/run", "tests/test_units.py"], cwd=clone, env=env, capture_output=True, text=True, timeout=60
+        ["bash", ".ci/run", "tests/test_units.py"],
+        cwd=clone,
+        env={**env, "PATH": f"{no_apt}:{env['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert ci.returncode != 0
     assert f"{venv}/bin/python: No module named pytest" in ci.stderr, ci.stdout + ci.stderr
