@@ -1,23 +1,69 @@
 # `make run` serves the echo example; `make test` runs the test suite
 # (`make test tests/test_websocket.py::test_misuse_errors_say_what_to_do` or
 # `make test ARGS="-k misuse"` runs a selection).
-# Both install what they need first.
+# Both install what they need first, into a virtualenv: the active one if there
+# is one (VIRTUAL_ENV set), otherwise the project's own .venv, created with
+# PYTHON (any Python 3.10+; a system Python that refuses pip installs, as
+# PEP 668 lets distributions do, is fine: nothing is installed into it).
 PYTHON ?= python3
+ifdef VIRTUAL_ENV
+VENV ?= $(VIRTUAL_ENV)
+else
+VENV ?= .venv
+endif
+VENV_PYTHON := $(VENV)/bin/python
+PIP := $(VENV_PYTHON) -m pip --quiet --disable-pip-version-check
+# The extras `make test` installs.
+TEST_EXTRAS := test
+# Where `make run` listens (hypercorn's --bind).
+BIND ?= 127.0.0.1:8000
 
-.PHONY: install run test bench docs dist
+# Each install is redone only when what it reads changed: the stamps live in
+# the virtualenv (a new one starts without them) and are named after this
+# checkout (a virtualenv shared by two checkouts installs each in turn).
+STAMP := $(VENV)/.flask-asyncws$(subst /,-,$(CURDIR))
+RUN_STAMP := $(STAMP)-run
+TEST_STAMP := $(STAMP)-test
+DOCS_STAMP := $(STAMP)-docs
+DIST_STAMP := $(STAMP)-dist
 
-install:
-	$(PYTHON) -m pip install --quiet -e ".[test]"
+.PHONY: venv install run test bench docs dist
 
-run: install
-	$(PYTHON) -m hypercorn --bind 127.0.0.1:8000 examples.echo.app:app.asgi_app
+# `make -s venv` creates the virtualenv if needed and prints its interpreter:
+# `$$(make -s venv) -m pytest -x` runs pytest there.
+venv: $(VENV_PYTHON)
+	@echo $(abspath $(VENV_PYTHON))
+
+$(VENV_PYTHON):
+	$(PYTHON) -m venv $(VENV)
+
+$(RUN_STAMP): pyproject.toml | $(VENV_PYTHON)
+	$(PIP) install -e .
+	@touch $@
+
+$(TEST_STAMP): pyproject.toml Makefile | $(VENV_PYTHON)
+	$(PIP) install -e ".[$(TEST_EXTRAS)]"
+	@touch $@
+
+$(DOCS_STAMP): pyproject.toml | $(VENV_PYTHON)
+	$(PIP) install -e ".[docs]"
+	@touch $@
+
+$(DIST_STAMP): | $(VENV_PYTHON)
+	$(PIP) install build twine
+	@touch $@
+
+install: $(TEST_STAMP)
+
+run: $(RUN_STAMP)
+	$(VENV_PYTHON) -m hypercorn --bind $(BIND) examples.echo.app:app.asgi_app
 
 # With `test` among the goals, the goals that are not targets here are what
 # pytest should run, node IDs included:
 # `make test tests/test_websocket.py::test_misuse_errors_say_what_to_do`
 # (or `make install test ...`). pytest's options go in ARGS (make reads dashes
 # as its own).
-TARGETS := install run test bench docs dist
+TARGETS := venv install run test bench docs dist
 ifneq ($(filter test,$(MAKECMDGOALS)),)
 SELECTION := $(filter-out $(TARGETS),$(MAKECMDGOALS))
 # The selection's words are not targets to build (a mistyped goal without
@@ -26,23 +72,21 @@ SELECTION := $(filter-out $(TARGETS),$(MAKECMDGOALS))
 	@:
 endif
 
-test: install
-	$(PYTHON) -m pytest $(ARGS) $(SELECTION)
+test: $(TEST_STAMP)
+	$(VENV_PYTHON) -m pytest $(ARGS) $(SELECTION)
 
-bench: install
-	$(PYTHON) -m benchmarks
+bench: $(TEST_STAMP)
+	$(VENV_PYTHON) -m benchmarks
 
 # The docs into docs/_build/html, with warnings as errors.
-docs:
-	$(PYTHON) -m pip install --quiet -e ".[docs]"
-	$(PYTHON) -m sphinx -W --keep-going -b html docs docs/_build/html
+docs: $(DOCS_STAMP)
+	$(VENV_PYTHON) -m sphinx -W --keep-going -b html docs docs/_build/html
 
 # The sdist and wheel into DIST (emptied first), checked as PyPI checks them;
 # the wheel must hold only the package.
 DIST ?= dist
-dist:
-	$(PYTHON) -m pip install --quiet build twine
+dist: $(DIST_STAMP)
 	rm -rf $(DIST)
-	$(PYTHON) -m build --outdir $(DIST) .
-	$(PYTHON) -m twine check --strict $(DIST)/*
-	$(PYTHON) -c 'import sys, zipfile; other = [n for n in zipfile.ZipFile(sys.argv[1]).namelist() if not n.startswith(("flask_asyncws/", "flask_asyncws-"))]; sys.exit(f"The wheel holds more than the package: {other}" if other else None)' $(DIST)/*.whl
+	$(VENV_PYTHON) -m build --outdir $(DIST) .
+	$(VENV_PYTHON) -m twine check --strict $(DIST)/*
+	$(VENV_PYTHON) -c 'import sys, zipfile; other = [n for n in zipfile.ZipFile(sys.argv[1]).namelist() if not n.startswith(("flask_asyncws/", "flask_asyncws-"))]; sys.exit(f"The wheel holds more than the package: {other}" if other else None)' $(DIST)/*.whl

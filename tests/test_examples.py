@@ -261,4 +261,5 @@ def test_examples_readme_commands_and_addresses() -> None:
     assert f"http://127.0.0.1:{default_port(['hypercorn', 'x'])} for\n`hypercorn`, `gunicorn`" in readme
     assert default_port(["gunicorn", "x"]) == default_port(["hypercorn", "x"])
     makefile = (pathlib.Path(__file__).parent.parent / "Makefile").read_text()
-    assert f"--bind 127.0.0.1:{default_port(['hypercorn', 'x'])} examples.echo.app:app.asgi_app" in makefile
+    assert f"BIND ?= 127.0.0.1:{default_port(['hypercorn', 'x'])}\n" in makefile
+    assert "--bind $(BIND) examples.echo.app:app.asgi_app" in makefile

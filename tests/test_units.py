@@ -543,10 +543,13 @@ def _pytest_arguments(root: Path, command: str, nodes: list[str]) -> list[str]:
     import shlex
     import subprocess
 
+    # make puts variables set on its command line into its recipes' environment:
+    # under `make test ARGS=-q` this test must not see that ARGS.
+    env = {name: value for name, value in os.environ.items() if name != "ARGS"}
     done = subprocess.run(
         ["bash", "-c", " ".join([command, *map(shlex.quote, nodes)])],
         cwd=root,
-        env={**os.environ, "MAKEFLAGS": "n", "PYTHON": "python3"},  # print the commands, run none
+        env={**env, "MAKEFLAGS": "n", "PYTHON": "python3"},  # print the commands, run none
         capture_output=True,
         text=True,
         timeout=30,
