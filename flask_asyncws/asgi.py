@@ -47,6 +47,12 @@ SETTLE_TIMEOUT = 1.0
 #: Seconds between warnings of refused cross-origin handshakes.
 REFUSAL_WARN_INTERVAL = 60.0
 
+#: How long :meth:`ASGIApp.shutdown` waits for connections it cancelled after its timeout.
+CANCEL_WAIT = 1.0
+
+#: The close code and reason of a websocket the app closes because the server shuts down.
+GOING_AWAY = (1001, "server shutting down")
+
 
 class ASGIApp:
     """The whole Flask app (HTTP routes, websocket routes, lifespan) as ASGI 3."""
@@ -56,6 +62,9 @@ class ASGIApp:
         self._settings = settings
         self.http = HTTPBridge(app, settings)
         self.connections: set[Connection] = set()
+        #: Set by :meth:`shutdown` until the next lifespan startup: new handshakes get 503.
+        self.shutting_down = False
+        self._drained: asyncio.Event | None = None
         self._refusal_warned: float | None = None
         self._refusals_unwarned = 0
 
@@ -74,6 +83,10 @@ class ASGIApp:
         message = await receive()
         if message["type"] != "websocket.connect":
             return  # the client left during the handshake
+        if self.shutting_down:
+            await deny(scope, send, Response("The server is shutting down.", 503, mimetype="text/plain"))
+            await _settle(receive)
+            return
         settings = self._settings()
         origin, host = _origin_and_host(scope)
         if not settings.origins.permits(origin, host):
@@ -96,12 +109,56 @@ class ASGIApp:
             return
         finally:
             self.connections.discard(connection)
+            if self._drained is not None and not self.connections:
+                self._drained.set()
         # Cancelled by the server, whose task keeps the error it ends with. Raised afresh
         # and with the connection out of this frame, that error holds nothing of ours:
         # the caught one's traceback would keep every frame and object of the connection
         # alive until a full gc pass (slow at shutdown with many connections).
         del connection
         raise asyncio.CancelledError
+
+    async def shutdown(self, timeout: float = 3.0) -> None:
+        """Close every open websocket with 1001 (going away) and wait for their teardowns.
+
+        For a server that waits for open connections before it shuts the app
+        down (hypercorn on Python 3.12.1 and later): call this first, then tell
+        the server to stop. A handler waiting on the websocket or on anything
+        else gets :class:`WebsocketDisconnect` (1001) as if the client had left,
+        its teardowns run, and a handshake not yet accepted is refused with
+        HTTP 503, as is every new handshake until the next lifespan startup.
+        Connections still running after ``timeout`` seconds are cancelled, as a
+        server cancels them at its graceful timeout, and given a second more.
+        Run it on the server's event loop.
+        """
+        self.shutting_down = True
+        connections = list(self.connections)
+        if not connections:
+            return
+        drained = self._drained = asyncio.Event()
+        # Each in a task of its own: a client that does not read holds up only its own close.
+        closing = [asyncio.ensure_future(connection.going_away()) for connection in connections]
+        try:
+            try:
+                await asyncio.wait_for(drained.wait(), timeout)
+            except asyncio.TimeoutError:
+                left = list(self.connections)
+                logger.warning(
+                    "%d websocket connection(s) still running %.1f s after the shutdown began; cancelling them.",
+                    len(left),
+                    timeout,
+                )
+                for connection in left:
+                    if connection.task is not None:
+                        connection.task.cancel()
+                try:
+                    await asyncio.wait_for(drained.wait(), CANCEL_WAIT)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            for task in closing:
+                task.cancel()
+            self._drained = None
 
     def _refused(self, origin: str | None, host: str | None, path: str | None) -> None:
         """Log a cross-origin refusal: a warning at most once per :data:`REFUSAL_WARN_INTERVAL`.
@@ -132,6 +189,7 @@ class ASGIApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                self.shutting_down = False
                 try:
                     await self._serving_hooks("before")
                 except Exception as exc:
@@ -325,6 +383,21 @@ class Connection:
             raised = None
             self._teardown(error)
             error = None  # no cycle through this frame
+
+    async def going_away(self) -> None:
+        """The app shuts down (:meth:`ASGIApp.shutdown`): close with 1001, or refuse with 503
+        before accept, and interrupt the handler as if the client had left."""
+        ws = self.websocket
+        if ws.closed:
+            return
+        try:
+            if ws.accepted:
+                await ws._refuse(*GOING_AWAY, notify=True)
+                return
+            await deny(self.scope, ws._asgi_send, Response("The server is shutting down.", 503, mimetype="text/plain"))
+        except Exception:
+            logger.debug("Closing %r at shutdown failed.", ws.path, exc_info=True)
+        ws._disconnected(*GOING_AWAY)  # the handler may not answer any more: it has been answered
 
     def _going_away(self) -> None:
         """The server is cancelling us (shutdown): tell the client, not just drop it."""
