@@ -261,6 +261,7 @@ class Connection:
     async def serve(self) -> None:
         ws = self.websocket
         ws.on_disconnect = self._interrupt
+        ws.take_interrupt = self._take_interrupt
         ws._watch_soon()  # usually the handler is receiving before the loop turns
         warn_ms = self.settings.blocking_warn_ms
         watchdog = None if warn_ms is None or self.task is None else watchdog_for(warn_ms)
@@ -290,7 +291,7 @@ class Connection:
             if watchdog is not None:
                 watchdog.unwatch(self.task)  # type: ignore[arg-type]
             ws.stop_watching()
-            ws.on_disconnect = None  # no cycle: the connection is freed on return
+            ws.on_disconnect = ws.take_interrupt = None  # no cycle: the connection is freed on return
             if self._interrupting:
                 self._take_interrupt()
         task = self.task
