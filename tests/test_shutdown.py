@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import signal
 import subprocess
 import sys
+import textwrap
 import threading
 import typing as t
 from pathlib import Path
@@ -20,13 +22,14 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from servers import HYPERCORN_WAITS_FOR_CONNECTIONS, LiveServer
-from soak.serve import ServerProcess
+from soak.serve import SOCKET_ENV, ServerProcess
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from flask_asyncws import AsyncWS, WebsocketDisconnect, websocket
 
 GOING_AWAY = (1001, "server shutting down")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def echoing(stack: contextlib.ExitStack, url: str) -> ClientConnection:
@@ -78,7 +81,12 @@ class ShutdownServer(ServerProcess):
 
 @pytest.mark.parametrize(
     "how, signum",
-    [("flask asyncws run", signal.SIGTERM), ("flask asyncws run", signal.SIGINT), ("AsyncWS.run()", signal.SIGINT)],
+    [
+        ("flask asyncws run", signal.SIGTERM),
+        ("flask asyncws run", signal.SIGINT),
+        ("AsyncWS.run()", signal.SIGINT),
+        ("serve.py", signal.SIGTERM),
+    ],
 )
 def test_run_closes_open_websockets_on_a_signal(tmp_path: Path, how: str, signum: signal.Signals) -> None:
     """Clients get 1001 at once, handlers see the close as the client leaving,
@@ -87,6 +95,10 @@ def test_run_closes_open_websockets_on_a_signal(tmp_path: Path, how: str, signum
     command = None
     if how == "AsyncWS.run()":
         command = [sys.executable, "-c", "from shutdown_app import asyncws; asyncws.run()"]
+    elif how == "serve.py":
+        script = tmp_path / "serve.py"
+        script.write_text(serve_py())
+        command = [sys.executable, str(script)]
     with ShutdownServer("asyncws", tmp_path, command) as server, contextlib.ExitStack() as stack:
         assert server.proc is not None
         clients = {path: echoing(stack, f"{server.ws_url}/{path}") for path in ("sync", "async", "slow")}
@@ -108,6 +120,21 @@ def test_run_closes_open_websockets_on_a_signal(tmp_path: Path, how: str, signum
     assert lines[3:] == ["after_serving"]
 
 
+def serve_py() -> str:
+    """docs/deployment.md's ``serve.py`` for ``shutdown_app``, on the socket the test binds."""
+    text = (ROOT / "docs" / "deployment.md").read_text()
+    blocks = [textwrap.dedent(block) for block in re.findall(r"```python\n(.*?)```", text, re.S)]
+    (block,) = [block for block in blocks if block.startswith("# serve.py")]
+    replaced = {
+        "from myproject import app": "from shutdown_app import app",
+        'config.bind = ["0.0.0.0:8000"]': f'config.bind = ["fd://" + __import__("os").environ["{SOCKET_ENV}"]]',
+    }
+    for old, new in replaced.items():
+        assert old in block, old
+        block = block.replace(old, new)
+    return block
+
+
 # -- plain hypercorn -----------------------------------------------------------------
 
 
@@ -124,6 +151,7 @@ def test_hypercorn_sigterm_on_open_websockets(tmp_path: Path) -> None:
         assert server.proc is not None
         clients = [echoing(stack, f"{server.ws_url}/{path}") for path in ("sync", "async")]
         server.proc.send_signal(signal.SIGTERM)
+        server.proc.send_signal(signal.SIGTERM)  # a second one changes nothing
         if not HYPERCORN_WAITS_FOR_CONNECTIONS:
             assert [close_frame(ws, server.graceful_timeout + 10) for ws in clients] == [GOING_AWAY] * 2
             assert server.proc.wait(20) == 0
