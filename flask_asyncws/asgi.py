@@ -64,7 +64,8 @@ class ASGIApp:
         self.connections: set[Connection] = set()
         #: Set by :meth:`shutdown` until the next lifespan startup: new handshakes get 503.
         self.shutting_down = False
-        self._drained: asyncio.Event | None = None
+        #: One event per running :meth:`shutdown`, set when no connection is left.
+        self._drained: list[asyncio.Event] = []
         self._refusal_warned: float | None = None
         self._refusals_unwarned = 0
 
@@ -109,8 +110,9 @@ class ASGIApp:
             return
         finally:
             self.connections.discard(connection)
-            if self._drained is not None and not self.connections:
-                self._drained.set()
+            if not self.connections:
+                for drained in self._drained:
+                    drained.set()
         # Cancelled by the server, whose task keeps the error it ends with. Raised afresh
         # and with the connection out of this frame, that error holds nothing of ours:
         # the caught one's traceback would keep every frame and object of the connection
@@ -123,10 +125,12 @@ class ASGIApp:
 
         For a server that waits for open connections before it shuts the app
         down (hypercorn on Python 3.12.1 and later): call this first, then tell
-        the server to stop. A handler waiting on the websocket or on anything
-        else gets :class:`WebsocketDisconnect` (1001) as if the client had left,
-        its teardowns run, and a handshake not yet accepted is refused with
-        HTTP 503, as is every new handshake until the next lifespan startup.
+        the server to stop. Handlers learn it as they learn of a client
+        leaving (waiting on the websocket: :class:`WebsocketDisconnect` (1001);
+        an async handler waiting on anything else is cancelled), their
+        teardowns run, and a handshake not yet accepted is refused with HTTP
+        503, as is every new handshake until the next lifespan startup.
+        Calls while one runs wait for the same connections.
         Connections still running after ``timeout`` seconds are cancelled, as a
         server cancels them at its graceful timeout, and given a second more.
         Run it on the server's event loop.
@@ -135,7 +139,8 @@ class ASGIApp:
         connections = list(self.connections)
         if not connections:
             return
-        drained = self._drained = asyncio.Event()
+        drained = asyncio.Event()
+        self._drained.append(drained)
         # Each in a task of its own: a client that does not read holds up only its own close.
         closing = [asyncio.ensure_future(connection.going_away()) for connection in connections]
         try:
@@ -158,7 +163,7 @@ class ASGIApp:
         finally:
             for task in closing:
                 task.cancel()
-            self._drained = None
+            self._drained.remove(drained)
 
     def _refused(self, origin: str | None, host: str | None, path: str | None) -> None:
         """Log a cross-origin refusal: a warning at most once per :data:`REFUSAL_WARN_INTERVAL`.

@@ -293,3 +293,22 @@ def test_shutdown_without_connections_refuses_new_ones(hypercorn: t.Callable[...
     server = hypercorn(app)
     server.call(app.asgi_app.shutdown())  # type: ignore[attr-defined]
     assert refused_status(server.ws_url + "/sync") == 503
+
+
+def test_concurrent_shutdowns_wait_for_the_same_connections(hypercorn: t.Callable[..., LiveServer]) -> None:
+    app, seen, _ = shutdown_app("greenlet")
+    server = hypercorn(app)
+    with connect(server.ws_url + "/sync") as ws:
+        ws.send("hello")
+        assert ws.recv(10) == "hello"
+
+        async def both() -> float:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            await asyncio.gather(app.asgi_app.shutdown(), app.asgi_app.shutdown())  # type: ignore[attr-defined]
+            return loop.time() - started
+
+        took = server.call(both())
+        assert close_frame(ws) == GOING_AWAY
+    assert seen[-1] == "teardown /sync WebsocketDisconnect(1001, 'server shutting down')"
+    assert took < 2, took  # neither waited for its timeout (3 s)
