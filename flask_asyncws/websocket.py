@@ -488,7 +488,10 @@ class Websocket:
             departure = None if self._disconnect is None or self.take_interrupt is None else self.take_interrupt()
             if departure is None:
                 raise
-            raise departure from None
+            try:
+                raise departure from None
+            finally:
+                departure = None  # no cycle through this frame: the connection is freed on return
         finally:
             self._reading = False
             self._watch_soon()
