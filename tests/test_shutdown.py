@@ -268,13 +268,15 @@ def test_asgi_app_shutdown_cancels_what_outlives_its_timeout(hypercorn: t.Callab
     @app.websocket("/stubborn")
     async def stubborn() -> None:
         try:
-            await websocket.receive()
+            while True:
+                await websocket.send(await websocket.receive())
         except WebsocketDisconnect:
             await asyncio.sleep(60)  # ignores the close
 
     server = hypercorn(app)
     with connect(server.ws_url + "/stubborn") as ws:
         ws.send("hello")
+        assert ws.recv(10) == "hello"
 
         async def timed() -> float:
             loop = asyncio.get_running_loop()
