@@ -47,6 +47,12 @@ SETTLE_TIMEOUT = 1.0
 #: Seconds between warnings of refused cross-origin handshakes.
 REFUSAL_WARN_INTERVAL = 60.0
 
+#: How long :meth:`ASGIApp.shutdown` waits for connections it cancelled after its timeout.
+CANCEL_WAIT = 1.0
+
+#: The close code and reason of a websocket the app closes because the server shuts down.
+GOING_AWAY = (1001, "server shutting down")
+
 
 class ASGIApp:
     """The whole Flask app (HTTP routes, websocket routes, lifespan) as ASGI 3."""
@@ -56,6 +62,10 @@ class ASGIApp:
         self._settings = settings
         self.http = HTTPBridge(app, settings)
         self.connections: set[Connection] = set()
+        #: Set by :meth:`shutdown` until the next lifespan startup: new handshakes get 503.
+        self.shutting_down = False
+        #: One event per running :meth:`shutdown`, set when no connection is left.
+        self._drained: list[asyncio.Event] = []
         self._refusal_warned: float | None = None
         self._refusals_unwarned = 0
 
@@ -74,6 +84,10 @@ class ASGIApp:
         message = await receive()
         if message["type"] != "websocket.connect":
             return  # the client left during the handshake
+        if self.shutting_down:
+            await deny(scope, send, Response("The server is shutting down.", 503, mimetype="text/plain"))
+            await _settle(receive)
+            return
         settings = self._settings()
         origin, host = _origin_and_host(scope)
         if not settings.origins.permits(origin, host):
@@ -96,12 +110,60 @@ class ASGIApp:
             return
         finally:
             self.connections.discard(connection)
+            if not self.connections:
+                for drained in self._drained:
+                    drained.set()
         # Cancelled by the server, whose task keeps the error it ends with. Raised afresh
         # and with the connection out of this frame, that error holds nothing of ours:
         # the caught one's traceback would keep every frame and object of the connection
         # alive until a full gc pass (slow at shutdown with many connections).
         del connection
         raise asyncio.CancelledError
+
+    async def shutdown(self, timeout: float = 3.0) -> None:
+        """Close every open websocket with 1001 (going away) and wait for their teardowns.
+
+        For a server that waits for open connections before it shuts the app
+        down (hypercorn on Python 3.12.1 and later): call this first, then tell
+        the server to stop. Handlers learn it as they learn of a client
+        leaving (waiting on the websocket: :class:`WebsocketDisconnect` (1001);
+        an async handler waiting on anything else is cancelled), their
+        teardowns run, and a handshake not yet accepted is refused with HTTP
+        503, as is every new handshake until the next lifespan startup.
+        Calls while one runs wait for the same connections.
+        Connections still running after ``timeout`` seconds are cancelled, as a
+        server cancels them at its graceful timeout, and given a second more.
+        Run it on the server's event loop.
+        """
+        self.shutting_down = True
+        connections = list(self.connections)
+        if not connections:
+            return
+        drained = asyncio.Event()
+        self._drained.append(drained)
+        # Each in a task of its own: a client that does not read holds up only its own close.
+        closing = [asyncio.ensure_future(connection.going_away()) for connection in connections]
+        try:
+            try:
+                await asyncio.wait_for(drained.wait(), timeout)
+            except asyncio.TimeoutError:
+                left = list(self.connections)
+                logger.warning(
+                    "%d websocket connection(s) still running %.1f s after the shutdown began; cancelling them.",
+                    len(left),
+                    timeout,
+                )
+                for connection in left:
+                    if connection.task is not None:
+                        connection.task.cancel()
+                try:
+                    await asyncio.wait_for(drained.wait(), CANCEL_WAIT)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            for task in closing:
+                task.cancel()
+            self._drained.remove(drained)
 
     def _refused(self, origin: str | None, host: str | None, path: str | None) -> None:
         """Log a cross-origin refusal: a warning at most once per :data:`REFUSAL_WARN_INTERVAL`.
@@ -132,6 +194,7 @@ class ASGIApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                self.shutting_down = False
                 try:
                     await self._serving_hooks("before")
                 except Exception as exc:
@@ -203,6 +266,7 @@ class Connection:
     async def serve(self) -> None:
         ws = self.websocket
         ws.on_disconnect = self._interrupt
+        ws.take_interrupt = self._take_interrupt
         ws._watch_soon()  # usually the handler is receiving before the loop turns
         warn_ms = self.settings.blocking_warn_ms
         watchdog = None if warn_ms is None or self.task is None else watchdog_for(warn_ms)
@@ -232,7 +296,7 @@ class Connection:
             if watchdog is not None:
                 watchdog.unwatch(self.task)  # type: ignore[arg-type]
             ws.stop_watching()
-            ws.on_disconnect = None  # no cycle: the connection is freed on return
+            ws.on_disconnect = ws.take_interrupt = None  # no cycle: the connection is freed on return
             if self._interrupting:
                 self._take_interrupt()
         task = self.task
@@ -325,6 +389,21 @@ class Connection:
             raised = None
             self._teardown(error)
             error = None  # no cycle through this frame
+
+    async def going_away(self) -> None:
+        """The app shuts down (:meth:`ASGIApp.shutdown`): close with 1001, or refuse with 503
+        before accept, and interrupt the handler as if the client had left."""
+        ws = self.websocket
+        if ws.closed:
+            return
+        try:
+            if ws.accepted:
+                await ws._refuse(*GOING_AWAY, notify=True)
+                return
+            await deny(self.scope, ws._asgi_send, Response("The server is shutting down.", 503, mimetype="text/plain"))
+        except Exception:
+            logger.debug("Closing %r at shutdown failed.", ws.path, exc_info=True)
+        ws._disconnected(*GOING_AWAY)  # the handler may not answer any more: it has been answered
 
     def _going_away(self) -> None:
         """The server is cancelling us (shutdown): tell the client, not just drop it."""

@@ -102,7 +102,11 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def serve(app: Flask, sock: socket.socket, *, certfile: str | None = None, keyfile: str | None = None) -> None:
-    """Run Hypercorn for ``app.asgi_app`` on the bound ``sock`` until SIGINT/SIGTERM."""
+    """Run Hypercorn for ``app.asgi_app`` on the bound ``sock`` until SIGINT/SIGTERM.
+
+    On the signal, open websockets are closed with 1001 and their teardowns
+    run before Hypercorn shuts down (see :func:`_serve_until_signalled`).
+    """
     from hypercorn.asyncio import serve as hypercorn_serve
     from hypercorn.config import Config
 
@@ -121,7 +125,59 @@ def serve(app: Flask, sock: socket.socket, *, certfile: str | None = None, keyfi
         config.websocket_max_message_size = settings.server_max_message_size
     # A fresh context: connections must not share a context pushed by the caller.
     asgi_app = app.asgi_app  # type: ignore[attr-defined]
-    contextvars.Context().run(asyncio.run, hypercorn_serve(asgi_app, config))
+    contextvars.Context().run(asyncio.run, _serve_until_signalled(hypercorn_serve, asgi_app, config))
+
+
+#: The signals that shut the server down; a second one stops it at once.
+SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+async def _serve_until_signalled(
+    hypercorn_serve: t.Callable[..., t.Awaitable[None]], asgi_app: t.Any, config: t.Any
+) -> None:
+    """Serve until SIGINT or SIGTERM, closing the open websockets before Hypercorn shuts down.
+
+    Hypercorn waits for every open connection to end before it cancels them
+    at its graceful timeout, and on Python 3.12.1 and later that wait has no
+    end while a websocket is open (asyncio's ``Server.wait_closed()`` waits for
+    connections). So on the signal the app first closes its websockets (1001)
+    and lets their teardowns run (within Hypercorn's graceful timeout; the
+    same signal again meanwhile, as a terminal's CTRL+C reaches the reloader
+    and its server alike, changes nothing), then Hypercorn is told to stop.
+    A signal after that has its default effect: it ends the process at once.
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    shutting_down: list[asyncio.Task[None]] = []
+
+    async def shut_down() -> None:
+        try:
+            await asgi_app.shutdown(config.graceful_timeout)
+        finally:
+            _restore_signals(loop)
+            stop.set()
+
+    def on_signal() -> None:
+        if not shutting_down:
+            shutting_down.append(loop.create_task(shut_down()))
+
+    for signum in SHUTDOWN_SIGNALS:
+        try:
+            loop.add_signal_handler(signum, on_signal)
+        except NotImplementedError:  # Windows: no signal handlers on the loop
+            signal.signal(signum, lambda *_: loop.call_soon_threadsafe(on_signal))
+    try:
+        await hypercorn_serve(asgi_app, config, shutdown_trigger=stop.wait)
+    finally:
+        _restore_signals(loop)
+
+
+def _restore_signals(loop: asyncio.AbstractEventLoop) -> None:
+    for signum in SHUTDOWN_SIGNALS:
+        try:
+            loop.remove_signal_handler(signum)
+        except NotImplementedError:
+            signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
 
 
 def _announce(app: Flask, sock: socket.socket, *, tls: bool, reload: bool) -> None:

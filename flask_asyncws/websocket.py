@@ -106,6 +106,7 @@ class Websocket:
         "_watch_queue",
         "_watcher",
         "on_disconnect",
+        "take_interrupt",
         "request",
         "scope",
     )
@@ -148,6 +149,8 @@ class Websocket:
         self._unyielded = 0
         #: Called when the client goes away while no receive() is waiting.
         self.on_disconnect: t.Callable[[], None] | None = None
+        #: The departure an interruption of the task by on_disconnect stands for, once (None: not one).
+        self.take_interrupt: t.Callable[[], BaseException | None] | None = None
 
     # -- handshake data -------------------------------------------------
 
@@ -479,6 +482,16 @@ class Websocket:
                     if self._max_size is None or len(data) <= self._max_size:
                         return data
                 await self._no_data(message, notify=False)
+        except asyncio.CancelledError:
+            # The app closed the connection as this read waited (a shutdown): the
+            # handler learns it as it learns of the client leaving.
+            departure = None if self._disconnect is None or self.take_interrupt is None else self.take_interrupt()
+            if departure is None:
+                raise
+            try:
+                raise departure from None
+            finally:
+                departure = None  # no cycle through this frame: the connection is freed on return
         finally:
             self._reading = False
             self._watch_soon()

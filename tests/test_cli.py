@@ -203,7 +203,7 @@ def test_server_settings_reach_hypercorn(monkeypatch: pytest.MonkeyPatch) -> Non
 
     seen: list[t.Any] = []
 
-    async def fake_serve(app: t.Any, config: t.Any) -> None:
+    async def fake_serve(app: t.Any, config: t.Any, *, shutdown_trigger: t.Any) -> None:
         seen.append(config)
         os.close(int(config.bind[0].removeprefix("fd://")))
 

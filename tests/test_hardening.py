@@ -29,7 +29,7 @@ import websockets
 from flask import Flask, abort, request, session
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from servers import LiveServer
+from servers import LiveServer, needs_hypercorn_cancel
 from soak import churn, isolation, shutdown
 from soak.app import app as soak_app
 from soak.app import flood_sent, rss_kib
@@ -182,13 +182,16 @@ def test_a_finished_connection_is_freed_without_the_cycle_collector(
         gc.enable()
 
 
-@pytest.mark.parametrize("server_name", ["hypercorn", "uvicorn"])
+@pytest.mark.parametrize(
+    "server_name", [pytest.param("hypercorn", marks=needs_hypercorn_cancel), "uvicorn", "app-shutdown"]
+)
 def test_connections_ended_by_shutdown_are_freed_without_the_cycle_collector(server_name: str) -> None:
     """Hypercorn cancels the handlers once its graceful timeout is over;
-    uvicorn disconnects them."""
+    uvicorn disconnects them; ``app.asgi_app.shutdown()`` (under hypercorn)
+    interrupts them."""
     app, refs = _freed_app()
-    options = {"graceful_timeout": 0.1} if server_name == "hypercorn" else {"timeout_graceful_shutdown": 1}
-    server = LiveServer(app.asgi_app, server_name, **options).start()
+    options = {"graceful_timeout": 0.1} if server_name != "uvicorn" else {"timeout_graceful_shutdown": 1}
+    server = LiveServer(app.asgi_app, "uvicorn" if server_name == "uvicorn" else "hypercorn", **options).start()
     gc.collect()
     gc.disable()
     try:
@@ -197,6 +200,8 @@ def test_connections_ended_by_shutdown_are_freed_without_the_cycle_collector(ser
             for ws in clients:
                 ws.send("hello")
                 assert ws.recv(5) == "hello"
+            if server_name == "app-shutdown":
+                server.call(app.asgi_app.shutdown())  # type: ignore[attr-defined]
             server.stop()
             _wait_freed(refs, 2)
     finally:
@@ -558,7 +563,7 @@ LOGGING_SCRIPT = """
 import logging, logging.config, sys
 from flask import Flask
 from flask_asyncws import AsyncWS, websocket
-from servers import LiveServer
+from servers import LiveServer, needs_hypercorn_cancel
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -751,29 +756,34 @@ def test_isolation_under_load() -> None:
 # -- 6. shutdown under load ------------------------------------------------
 
 
-@pytest.mark.parametrize("server_name", ["hypercorn", "uvicorn"])
+@pytest.mark.parametrize("server_name", [pytest.param("hypercorn", marks=needs_hypercorn_cancel), "uvicorn", "asyncws"])
 def test_sigterm_with_open_connections(server_name: str, capsys: pytest.CaptureFixture[str]) -> None:
     """Every client gets a close frame, every teardown runs once the server
-    gives up on its connections, and the server then exits."""
+    gives up on its connections (``flask asyncws run``: at once), and the
+    server then exits."""
     connections = 1000
     figures = shutdown.run(server_name, connections, graceful_timeout=3)
     with capsys.disabled():
         print(f"\nSIGTERM under load: {figures}")
     # uvicorn re-raises the SIGTERM once it has shut down gracefully.
     assert figures["returncode"] in (0, -signal.SIGTERM)
-    # 1001 is ours (hypercorn cancels the app); uvicorn sends 1012 itself.
+    # 1001 is ours (hypercorn cancels the app, or the app closes first); uvicorn sends 1012 itself.
     assert figures["clients"] in ({"close 1001": 1000, "still open": 0}, {"close 1012": 1000, "still open": 0}), figures
     assert figures["teardowns"] == figures["teardown_tags"] == 1000
     # Teardowns start when the server gives up on its connections (at once
-    # under uvicorn, at the graceful timeout under hypercorn) and each takes
-    # its share of the loop: allow a second plus 2 ms a connection.
-    torn_down = figures["graceful_timeout"] + 1 + 0.002 * connections
+    # under uvicorn and flask asyncws run, at the graceful timeout under
+    # hypercorn) and each takes its share of the loop: allow a second plus
+    # 2 ms a connection (half a second under flask asyncws run, which must not
+    # wait for hypercorn's timeout).
+    start = {"hypercorn": figures["graceful_timeout"] + 1, "uvicorn": 1, "asyncws": 0.5}[server_name]
+    torn_down = start + 0.002 * connections
     assert figures["teardown_window"][1] < torn_down, figures
     # What follows the last teardown is the server's. Hypercorn promises no
     # bound there: it cancels each connection at its graceful timeout, and on
     # Python 3.11 and 3.12 asyncio then logs every cancelled connection task
     # with a full traceback (about 1.3 ms each on an idle machine, 5 on a busy
-    # one). uvicorn's exit is quick.
+    # one). uvicorn's exit is quick, and so is hypercorn's once the app has
+    # closed its websockets.
     after = 0.005 * connections if server_name == "hypercorn" else 1
     assert figures["exit_seconds"] < torn_down + after, figures
 

@@ -18,6 +18,9 @@ import typing as t
 HERE = os.path.dirname(os.path.abspath(__file__))
 TESTS = os.path.dirname(HERE)
 
+#: How ``flask asyncws run`` is handed a listening socket (its reloader's way).
+SOCKET_ENV = "FLASK_ASYNCWS_SOCKET_FD"
+
 
 def _die_with_parent() -> None:
     """Have Linux kill the server if the process that started it dies."""
@@ -30,7 +33,11 @@ def _die_with_parent() -> None:
 
 
 class ServerProcess:
-    """``app`` (``module:attr``, importable from the tests folder) under a server."""
+    """``app`` (``module:attr``, importable from the tests folder) under a server.
+
+    ``server`` is ``hypercorn``, ``uvicorn`` or ``asyncws`` (``flask --app module
+    asyncws run``, which serves the module's Flask ``app``).
+    """
 
     def __init__(
         self,
@@ -67,11 +74,19 @@ class ServerProcess:
                 sys.executable, "-m", "uvicorn", "--fd", str(fd), "--log-level", "warning",
                 "--timeout-graceful-shutdown", str(self.graceful_timeout), "--ws-max-queue", "32", self.app,
             ]  # fmt: skip
+        if self.server == "asyncws":
+            # ``flask asyncws run`` on the socket, as its reloader hands one to the server it
+            # restarts; its shutdown waits Hypercorn's default graceful timeout, 3 s.
+            assert self.graceful_timeout == 3, "flask asyncws run has Hypercorn's graceful timeout"
+            module = self.app.partition(":")[0]
+            return [sys.executable, "-m", "flask", "--app", module, "asyncws", "run"]
         raise ValueError(f"unknown server {self.server!r}")
 
     def start(self) -> ServerProcess:
         path = [TESTS, os.path.dirname(TESTS), os.environ.get("PYTHONPATH")]
         env = {**os.environ, **self.env, "PYTHONPATH": os.pathsep.join(filter(None, path))}
+        if self.server == "asyncws":
+            env[SOCKET_ENV] = str(self.sock.fileno())
         # A session of its own: hypercorn serves from a spawned worker process,
         # which stop() must end too (killing the parent alone would orphan it).
         self.proc = subprocess.Popen(

@@ -5,7 +5,8 @@ Every client must get a close frame, teardown must run for every connection
 connections, and the server must then exit; ``teardown_window`` says when the
 teardowns ran, ``exit_seconds`` when the server was gone.
 
-Run: ``python tests/soak/shutdown.py [hypercorn|uvicorn] [CONNECTIONS]``.
+Run: ``python tests/soak/shutdown.py [hypercorn|uvicorn|asyncws] [CONNECTIONS]``
+(``asyncws``: ``flask asyncws run``).
 """
 
 from __future__ import annotations
