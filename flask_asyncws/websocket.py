@@ -31,6 +31,7 @@ from werkzeug.sansio.utils import get_current_url
 
 from .bridge import _BridgeGreenlet, current_portal, finish_in, hand_over, wait_in
 from .log import logger
+from .quirks import sendable_close_code
 
 if t.TYPE_CHECKING:
     from werkzeug.datastructures import Authorization, ImmutableMultiDict, LanguageAccept, MultiDict
@@ -542,10 +543,24 @@ class Websocket:
         if self._closed is not None or self._disconnect is not None:
             return
         self._closed = (code, reason)
-        message: dict[str, t.Any] = {"type": "websocket.close", "code": code}
-        if reason and _spec_version(self.scope) >= (2, 3):
-            message["reason"] = reason
+        message = self._close_event(code, reason if _spec_version(self.scope) >= (2, 3) else "")
         await self._send_to_server(message)
+
+    def _close_event(self, code: int, reason: str) -> dict[str, t.Any]:
+        """The ``websocket.close`` event for ``code``, in a code the server can send."""
+        sendable = sendable_close_code(self._asgi_send, code)
+        if sendable != code:
+            logger.debug(
+                "Closing %r with %d instead of %d (reason %r): the server sends no other codes below 3000.",
+                self.path,
+                sendable,
+                code,
+                reason,
+            )
+        message: dict[str, t.Any] = {"type": "websocket.close", "code": sendable}
+        if reason:
+            message["reason"] = reason
+        return message
 
     async def _send_to_server(self, message: dict[str, t.Any]) -> None:
         try:
@@ -664,7 +679,7 @@ class Websocket:
         if self._closed is None and self._accepted:
             self._closed = (code, reason)
             try:
-                await self._asgi_send({"type": "websocket.close", "code": code, "reason": reason})
+                await self._asgi_send(self._close_event(code, reason))
             except OSError:
                 code, reason = 1006, ""  # it left first
         self._disconnected(code, reason, notify=notify)
