@@ -21,7 +21,6 @@ import sys
 import threading
 import types
 import typing as t
-import warnings
 import weakref
 
 from flask import Request
@@ -422,9 +421,12 @@ class Websocket:
         if self._disconnect is not None:
             raise WebsocketDisconnect(*self._disconnect)
         if headers and _spec_version(self.scope) < (2, 1):
-            warnings.warn(
-                "The ASGI server does not support accept headers (ASGI spec < 2.1); they were not sent.",
-                stacklevel=2,
+            # Logged, not warnings.warn(): daphne sends Python's warnings to Twisted's log, which
+            # it discards at its default verbosity.
+            logger.warning(
+                "Accept headers %s for %r were not sent: the ASGI server does not support them (ASGI spec < 2.1).",
+                ", ".join(repr(name.decode("latin-1")) for name, _ in headers),
+                self.path,
             )
             headers = []
         self._accepted = True

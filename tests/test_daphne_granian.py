@@ -73,3 +73,22 @@ def test_every_close_reaches_the_client_as_a_close_frame(
         assert (frame.code, frame.reason) == (code if code == 1000 or code >= 3000 else 1000, "")
     else:
         assert (frame.code, frame.reason) == (code, reason)
+
+
+# -- daphne ------------------------------------------------------------------
+
+
+def test_daphne_accepts_a_subprotocol_and_drops_accept_headers_with_a_warning(
+    processes: t.Callable[[str], ServerProcess],
+) -> None:
+    srv = processes("daphne")
+    with connect(srv.ws_url + "/subprotocol", subprotocols=["other", "chat"], open_timeout=10) as ws:  # type: ignore[list-item]
+        assert ws.subprotocol == "chat"
+    with connect(srv.ws_url + "/headers", open_timeout=10) as ws:
+        assert "x-extra" not in ws.response.headers
+        ws.send("x")
+        assert ws.recv(timeout=5) == "x"
+    # Visible at daphne's default verbosity.
+    warning = [line for line in srv.output.splitlines() if "Accept headers" in line]
+    assert len(warning) == 1 and "WARNING" in warning[0], srv.output
+    assert "Accept headers 'x-extra' for '/headers' were not sent" in warning[0]
