@@ -30,7 +30,7 @@ from werkzeug.sansio.utils import get_current_url
 
 from .bridge import _BridgeGreenlet, current_portal, finish_in, hand_over, wait_in
 from .log import logger
-from .quirks import sendable_close_code
+from .quirks import sendable_close_code, server_of
 
 if t.TYPE_CHECKING:
     from werkzeug.datastructures import Authorization, ImmutableMultiDict, LanguageAccept, MultiDict
@@ -431,6 +431,8 @@ class Websocket:
             headers = []
         self._accepted = True
         await self._send_to_server({"type": "websocket.accept", "subprotocol": subprotocol, "headers": headers})
+        if server_of(self._asgi_send) == "granian":
+            self._watch_soon()  # not started before accept: see watch()
 
     def _hold(self, data: str | bytes, *, first: bool = False) -> bool:
         """Keep a message for the handler's next receive(); returns whether the
@@ -594,6 +596,13 @@ class Websocket:
     def watch(self) -> None:
         """Start noticing the client's messages and departure."""
         if self._watcher is None and not self._reading and self._disconnect is None and not self._stopped:
+            if not self._accepted and server_of(self._asgi_send) == "granian":
+                # A receive() granian has not answered when the handshake is refused can stay
+                # pending in granian even once cancelled, and make its worker panic at
+                # shutdown (pyo3: "Cannot drop pointer into Python heap without the thread
+                # being attached"). Under granian the watch starts at accept (_accept()), so
+                # a client leaving during the handshake is noticed only then.
+                return
             self._watcher = self._loop.create_task(self._watch())
 
     def stop_watching(self) -> None:

@@ -6,6 +6,7 @@ same way where a claim covers all four servers (every close reaches the client).
 
 from __future__ import annotations
 
+import signal
 import time
 import typing as t
 
@@ -92,3 +93,25 @@ def test_daphne_accepts_a_subprotocol_and_drops_accept_headers_with_a_warning(
     warning = [line for line in srv.output.splitlines() if "Accept headers" in line]
     assert len(warning) == 1 and "WARNING" in warning[0], srv.output
     assert "Accept headers 'x-extra' for '/headers' were not sent" in warning[0]
+
+
+# -- granian -----------------------------------------------------------------
+
+
+REFUSALS = {
+    "app's response": ("/deny", {}, 401),
+    "app's response after a wait": ("/deny-later", {}, 401),
+    "refused handshake": ("/echo", {"origin": "http://elsewhere.example"}, 403),
+}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("refusal", list(REFUSALS))
+def test_granian_exits_cleanly_after_serving_a_refusal(refusal: str, sig: int) -> None:
+    path, options, status = REFUSALS[refusal]
+    with ServerProcess("granian") as srv:
+        assert refused(srv.ws_url + path, **options).status_code == status
+        assert srv.stop(sig) == 0  # at once: the refusal is the last thing served
+        output = srv.output
+    assert "panicked" not in output and "Cannot drop pointer" not in output, output
+    assert "Granian shutdown completed" in output
