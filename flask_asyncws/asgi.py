@@ -26,6 +26,7 @@ from .bridge import Portal, await_, bind_thread_to_loop, greenlet_spawn
 from .context import WebsocketContext
 from .http import HTTPBridge, build_environ, split_target
 from .log import logger
+from .quirks import server_of
 from .routing import handler_of, hooks
 from .watchdog import watchdog_for
 from .websocket import Websocket, WebsocketDisconnect
@@ -93,12 +94,12 @@ class ASGIApp:
         if not settings.origins.permits(origin, host):
             self._refused(origin, host, scope.get("path"))
             await deny(scope, send, Response("Cross-origin websocket refused.", 403, mimetype="text/plain"))
-            await _settle(receive)
+            await _settle(receive, send)
             return
         if scope.get("http_version", "1.1") in ("1.0", "1.1") and not _valid_key(scope):
             # Hypercorn upgrades any key; a client sending a bad one is not a websocket client.
             await deny(scope, send, Response("Invalid Sec-WebSocket-Key.", 400, mimetype="text/plain"))
-            await _settle(receive)
+            await _settle(receive, send)
             return
         connection = Connection(self.app, scope, receive, send, settings)
         self.connections.add(connection)
@@ -555,6 +556,8 @@ class Connection:
 
     def _deny(self, response: Response) -> None:
         await_(deny(self.scope, self.websocket._asgi_send, response))
+        if server_of(self.websocket._asgi_send) == "granian":
+            return  # see _settle()
         # Return once the server has taken the response (it reports the
         # connection gone); uvicorn logs an error if the app returns earlier.
         self.websocket.watch()
@@ -605,7 +608,14 @@ async def deny(scope: Scope, send: ASGISend, response: Response) -> None:
         response.close()
 
 
-async def _settle(receive: ASGIReceive) -> None:
+async def _settle(receive: ASGIReceive, send: ASGISend) -> None:
+    """Wait up to :data:`SETTLE_TIMEOUT` for the server to report a refused connection gone."""
+    if server_of(send) == "granian":
+        # Granian never reports it, and a receive() still waiting when granian shuts
+        # down makes its worker panic (pyo3: "Cannot drop pointer into Python heap
+        # without the thread being attached"). It has sent the refusal already.
+        return
+
     async def disconnected() -> None:
         while (await receive())["type"] != "websocket.disconnect":
             pass

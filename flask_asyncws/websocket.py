@@ -21,7 +21,6 @@ import sys
 import threading
 import types
 import typing as t
-import warnings
 import weakref
 
 from flask import Request
@@ -31,6 +30,7 @@ from werkzeug.sansio.utils import get_current_url
 
 from .bridge import _BridgeGreenlet, current_portal, finish_in, hand_over, wait_in
 from .log import logger
+from .quirks import sendable_close_code, server_of
 
 if t.TYPE_CHECKING:
     from werkzeug.datastructures import Authorization, ImmutableMultiDict, LanguageAccept, MultiDict
@@ -424,13 +424,18 @@ class Websocket:
         if self._disconnect is not None:
             raise WebsocketDisconnect(*self._disconnect)
         if headers and _spec_version(self.scope) < (2, 1):
-            warnings.warn(
-                "The ASGI server does not support accept headers (ASGI spec < 2.1); they were not sent.",
-                stacklevel=2,
+            # Logged, not warnings.warn(): daphne sends Python's warnings to Twisted's log, which
+            # it discards at its default verbosity.
+            logger.warning(
+                "Accept headers %s for %r were not sent: the ASGI server does not support them (ASGI spec < 2.1).",
+                ", ".join(repr(name.decode("latin-1")) for name, _ in headers),
+                self.path,
             )
             headers = []
         self._accepted = True
         await self._send_to_server({"type": "websocket.accept", "subprotocol": subprotocol, "headers": headers})
+        if server_of(self._asgi_send) == "granian":
+            self._watch_soon()  # not started before accept: see watch()
 
     def _hold(self, data: str | bytes, *, first: bool = False) -> bool:
         """Keep a message for the handler's next receive(); returns whether the
@@ -555,10 +560,24 @@ class Websocket:
         if self._closed is not None or self._disconnect is not None:
             return
         self._closed = (code, reason)
-        message: dict[str, t.Any] = {"type": "websocket.close", "code": code}
-        if reason and _spec_version(self.scope) >= (2, 3):
-            message["reason"] = reason
+        message = self._close_event(code, reason if _spec_version(self.scope) >= (2, 3) else "")
         await self._send_to_server(message)
+
+    def _close_event(self, code: int, reason: str) -> dict[str, t.Any]:
+        """The ``websocket.close`` event for ``code``, in a code the server can send."""
+        sendable = sendable_close_code(self._asgi_send, code)
+        if sendable != code:
+            logger.debug(
+                "Closing %r with %d instead of %d (reason %r): the server sends no other codes below 3000.",
+                self.path,
+                sendable,
+                code,
+                reason,
+            )
+        message: dict[str, t.Any] = {"type": "websocket.close", "code": sendable}
+        if reason:
+            message["reason"] = reason
+        return message
 
     async def _send_to_server(self, message: dict[str, t.Any]) -> None:
         try:
@@ -590,6 +609,13 @@ class Websocket:
     def watch(self) -> None:
         """Start noticing the client's messages and departure."""
         if self._watcher is None and not self._reading and self._disconnect is None and not self._stopped:
+            if not self._accepted and server_of(self._asgi_send) == "granian":
+                # A receive() granian has not answered when the handshake is refused can stay
+                # pending in granian even once cancelled, and make its worker panic at
+                # shutdown (pyo3: "Cannot drop pointer into Python heap without the thread
+                # being attached"). Under granian the watch starts at accept (_accept()), so
+                # a client leaving during the handshake is noticed only then.
+                return
             self._watcher = self._loop.create_task(self._watch())
 
     def stop_watching(self) -> None:
@@ -677,7 +703,7 @@ class Websocket:
         if self._closed is None and self._accepted:
             self._closed = (code, reason)
             try:
-                await self._asgi_send({"type": "websocket.close", "code": code, "reason": reason})
+                await self._asgi_send(self._close_event(code, reason))
             except OSError:
                 code, reason = 1006, ""  # it left first
         self._disconnected(code, reason, notify=notify)

@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
+import subprocess
 import sys
+import tempfile
 import threading
+import time
 import typing as t
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -29,6 +35,10 @@ needs_hypercorn_cancel = pytest.mark.skipif(
     HYPERCORN_WAITS_FOR_CONNECTIONS,
     reason="hypercorn never cancels open websockets on Python 3.12.1+ (tests/test_shutdown.py pins what it does)",
 )
+#: Every server the app is documented for, run as processes by :class:`ServerProcess`.
+ALL_SERVERS = ("hypercorn", "uvicorn", "daphne", "granian")
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
 class LiveServer:
@@ -130,3 +140,121 @@ class LiveServer:
             await serving
         else:
             raise ValueError(f"unknown server {self.server!r}")
+
+
+class ServerProcess:
+    """A server command serving ``target`` (``module:attr`` under tests/) on 127.0.0.1 until :meth:`stop`.
+
+    For servers that only run as their own process (daphne and granian), and to
+    see what a server prints and how it exits. Each server's command line is
+    the one docs/servers.md gives. The port is found free just before the
+    start; a start that loses it to another process is retried on another.
+    """
+
+    def __init__(
+        self,
+        server: str,
+        target: str = "server_app:asgi_app",
+        env: dict[str, str] | None = None,
+        args: t.Sequence[str] = (),
+    ) -> None:
+        self.server = server
+        self.target = target
+        self.args = list(args)  # the server's own options
+        self.env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join((TESTS, os.path.dirname(TESTS)))}
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log = tempfile.TemporaryFile()
+        self.returncode: int | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def _command(self) -> list[str]:
+        command = self._server_command()
+        return [*command[:-1], *self.args, command[-1]]
+
+    def _server_command(self) -> list[str]:
+        port = str(self.port)
+        if self.server == "hypercorn":
+            return [sys.executable, "-m", "hypercorn", "--bind", f"127.0.0.1:{port}", self.target]
+        if self.server == "uvicorn":
+            return [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", port, self.target]
+        if self.server == "daphne":
+            return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", port, self.target]
+        if self.server == "granian":
+            return [sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", port,
+                    self.target]  # fmt: skip
+        raise ValueError(f"unknown server {self.server!r}")
+
+    def start(self, timeout: float = 30) -> ServerProcess:
+        for _attempt in range(3):
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                self.port = probe.getsockname()[1]
+            self._log.seek(0)
+            self._log.truncate()
+            self.proc = subprocess.Popen(
+                self._command(), cwd=TESTS, env=self.env, stdout=self._log, stderr=subprocess.STDOUT
+            )
+            if self._wait_ready(timeout):
+                return self
+            if "in use" not in self.output:  # lost the port: try another
+                break
+        raise RuntimeError(f"{self.server} did not start:\n{self.output}")
+
+    def _wait_ready(self, timeout: float) -> bool:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                with urllib.request.urlopen(self.http_url + "/hello", timeout=2) as response:
+                    if response.status == 200:
+                        return True
+            except (OSError, urllib.error.URLError):
+                time.sleep(0.05)
+        self.proc.kill()
+        self.proc.wait()
+        return False
+
+    @property
+    def output(self) -> str:
+        """What the server printed so far (stdout and stderr)."""
+        self._log.flush()
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
+
+    def get(self, path: str) -> bytes:
+        with urllib.request.urlopen(self.http_url + path, timeout=10) as response:
+            return t.cast(bytes, response.read())
+
+    def stop(self, sig: int | None = signal.SIGTERM, timeout: float = 30) -> int:
+        """Signal the server (unless ``sig`` is None: signalled already) and wait
+        for it to exit; returns its exit code."""
+        if self.proc is None or self.returncode is not None:
+            return self.returncode or 0
+        if sig is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            self.returncode = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise RuntimeError(f"{self.server} did not exit {timeout} s after signal {sig}:\n{self.output}") from None
+        return self.returncode
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.stop()
+        finally:
+            self._log.close()
