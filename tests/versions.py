@@ -1,0 +1,34 @@
+"""What each supported Flask version does, where the tests' expectations differ.
+
+The package itself learns which Flask it runs on in ``flask_asyncws.flask_version``;
+this module states, for the tests, the behaviour of Flask (not of this package)
+that changed between 3.1 and 3.2, so a test asserts what the installed Flask does.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+
+import flask.ctx
+
+_match = re.match(r"(\d+)\.(\d+)", importlib.metadata.version("flask"))
+assert _match is not None
+#: The installed Flask's (major, minor) version.
+FLASK: tuple[int, int] = (int(_match[1]), int(_match[2]))
+
+#: ``flask.redirect()`` answers 302 Found up to Flask 3.1 and 303 See Other from 3.2
+#: (the code's default changed; a browser follows either with a GET).
+REDIRECT_STATUS = 303 if FLASK >= (3, 2) else 302
+
+#: The class of a request context: ``RequestContext`` up to Flask 3.1; from 3.2 the
+#: request context is merged into ``AppContext`` (its ``RequestContext`` name is a
+#: deprecated alias, not looked up here).
+REQUEST_CONTEXT: type = vars(flask.ctx).get("RequestContext") or flask.ctx.AppContext
+
+#: How often Flask runs a streamed response's ``teardown_request`` functions when the
+#: view's generator uses ``stream_with_context``: Flask 3.1 tears the request down when
+#: the view returns and again when the generator's context closes (the context is
+#: pushed twice, each pop tears down); Flask 3.2 counts the pushes and tears down once,
+#: when the last one is popped. The same under any WSGI server.
+STREAMED_TEARDOWNS = 1 if FLASK >= (3, 2) else 2
