@@ -52,6 +52,7 @@ __all__ = [
     "pop_copied_request_context",
     "pop_request_context",
     "push_request_context",
+    "release_request",
     "request_context",
 ]
 
@@ -167,8 +168,19 @@ def pop_request_context(ctx: RequestContext, exc: BaseException | None) -> None:
     try:
         ctx.pop(exc)
     finally:
-        if MERGED_CONTEXT:
-            ctx.request.environ["werkzeug.request"] = None
+        release_request(ctx.request.environ)
+
+
+def release_request(environ: WSGIEnvironment) -> None:
+    """Flask is done with the request made from ``environ``: drop the environ's
+    reference to it (``environ["werkzeug.request"]``), which with the request's
+    reference to its environ is a cycle only the cycle collector would free.
+
+    Flask 3.1 does this when it pops a request context, under any server;
+    Flask 3.2 does not.
+    """
+    if MERGED_CONTEXT:
+        environ.pop("werkzeug.request", None)
 
 
 def copy_request_context(ctx: RequestContext) -> RequestContext:
