@@ -12,10 +12,10 @@ import re
 
 import flask.ctx
 
-_match = re.match(r"(\d+)\.(\d+)", importlib.metadata.version("flask"))
+_match = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", importlib.metadata.version("flask"))
 assert _match is not None
-#: The installed Flask's (major, minor) version.
-FLASK: tuple[int, int] = (int(_match[1]), int(_match[2]))
+#: The installed Flask's (major, minor, micro) version; 3.2.0.dev0 is (3, 2, 0).
+FLASK: tuple[int, int, int] = (int(_match[1]), int(_match[2]), int(_match[3] or 0))
 
 #: ``flask.redirect()`` answers 302 Found up to Flask 3.1 and 303 See Other from 3.2
 #: (the code's default changed; a browser follows either with a GET).
@@ -27,8 +27,12 @@ REDIRECT_STATUS = 303 if FLASK >= (3, 2) else 302
 REQUEST_CONTEXT: type = vars(flask.ctx).get("RequestContext") or flask.ctx.AppContext
 
 #: How often Flask runs a streamed response's ``teardown_request`` functions when the
-#: view's generator uses ``stream_with_context``: Flask 3.1 tears the request down when
-#: the view returns and again when the generator's context closes (the context is
-#: pushed twice, each pop tears down); Flask 3.2 counts the pushes and tears down once,
-#: when the last one is popped. The same under any WSGI server.
-STREAMED_TEARDOWNS = 1 if FLASK >= (3, 2) else 2
+#: view's generator uses ``stream_with_context`` (the same under any WSGI server):
+#: - Flask 3.1.0 and 3.1.1: once, when the generator closes (it pushes the context
+#:   again while the request's push is still on, so the pop ending the request is not
+#:   the last one);
+#: - Flask 3.1.2 and later 3.1: twice, when the request ends and again when the
+#:   generator closes (it pushes the context only once it runs, after the request's
+#:   pop has torn it down);
+#: - Flask 3.2: once (its context counts its pushes and tears down at the last pop).
+STREAMED_TEARDOWNS = 2 if (3, 1, 2) <= FLASK < (3, 2) else 1
