@@ -463,8 +463,12 @@ class _Exchange:
                 timer.handle.cancel()
 
     def stop(self) -> None:
-        if self.watcher is not None:
-            self.watcher.cancel()
+        # Let go of the watcher: its task keeps the context it was started in,
+        # which holds the request, so the request would be freed only by the
+        # cycle collector.
+        watcher, self.watcher = self.watcher, None
+        if watcher is not None:
+            watcher.cancel()
         if self.spool is not None:
             self.spool.close()
 

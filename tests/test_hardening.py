@@ -182,13 +182,14 @@ def test_a_finished_connection_is_freed_without_the_cycle_collector(
         gc.enable()
 
 
-@pytest.mark.parametrize("route", ["/sync", "/async"])
+@pytest.mark.parametrize("route", ["/sync", "/async", "/stream"])
 def test_a_finished_http_request_is_freed_without_the_cycle_collector(
     serve: t.Callable[..., LiveServer], route: str
 ) -> None:
-    """The same for HTTP requests, from a worker thread or the loop: Flask 3.2 no
-    longer breaks the cycle between a request and its WSGI environ."""
+    """The same for HTTP requests, from a worker thread or the loop, and streamed:
+    Flask 3.2 no longer breaks the cycle between a request and its WSGI environ."""
     import httpx
+    from flask import stream_with_context
 
     app = Flask("freed_http_app")
     AsyncWS(app)
@@ -205,6 +206,10 @@ def test_a_finished_http_request_is_freed_without_the_cycle_collector(
     @app.get("/async")
     async def async_view() -> str:
         return "ok"
+
+    @app.get("/stream")
+    def stream_view() -> t.Any:
+        return stream_with_context(iter([b"o", b"k"]))
 
     server = serve(app)
     gc.collect()
