@@ -16,7 +16,7 @@ from greenlet import getcurrent
 from werkzeug.local import LocalProxy
 from werkzeug.routing import Rule
 
-from flask_asyncws import AsyncWS, await_, websocket
+from flask_asyncws import AsyncWS, await_, flask_version, websocket
 from flask_asyncws.bridge import greenlet_spawn
 from flask_asyncws.http import build_environ
 
@@ -215,12 +215,14 @@ def _in_flask_context(name: str, echo: t.Callable[..., t.Awaitable[None]]) -> t.
     async def floor(scope: dict[str, t.Any], receive: t.Any, send: t.Any) -> None:
         if scope["type"] != "websocket":
             return await raw_echo(scope, receive, send)
-        context = app.request_context(build_environ(scope))
-        context.push()
+        context = flask_version.request_context(app, build_environ(scope))
+        flask_version.push_request_context(context)
         try:
             await echo(scope, receive, send)
-        finally:
-            context.pop()
+        except BaseException as exc:
+            flask_version.pop_request_context(context, exc)
+            raise
+        flask_version.pop_request_context(context, None)
 
     return floor
 

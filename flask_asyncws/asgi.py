@@ -22,6 +22,7 @@ import typing as t
 from flask import Flask, Response, got_request_exception, session
 from werkzeug.exceptions import InternalServerError
 
+from . import flask_version
 from .bridge import Portal, await_, bind_thread_to_loop, greenlet_spawn
 from .context import WebsocketContext
 from .http import HTTPBridge, build_environ, split_target
@@ -249,7 +250,7 @@ class Connection:
         self.app = app
         self.scope = scope
         self.settings = settings
-        self.request_context = app.request_context(build_environ(scope))
+        self.request_context = flask_version.request_context(app, build_environ(scope))
         self.websocket = Websocket(
             self.request_context.request,
             scope,
@@ -333,7 +334,7 @@ class Connection:
         For an async handler, return it instead: :meth:`serve` awaits it
         outside the greenlet and finishes with :meth:`_end`.
         """
-        self.request_context.push()
+        flask_version.push_request_context(self.request_context)
         self.context.push()
         rv = None
         self._dispatching = True
@@ -366,7 +367,7 @@ class Connection:
                     except WebsocketDisconnect:
                         raise
                     except Exception as exc:
-                        rv = app.handle_user_exception(exc)
+                        rv = flask_version.handle_user_exception(app, self.request_context, exc)
                 try:
                     self._finish(rv)
                 finally:
@@ -536,7 +537,7 @@ class Connection:
         if propagate is None:
             propagate = app.testing or app.debug
         if not propagate:
-            app.log_exception(sys.exc_info())
+            flask_version.log_exception(app, self.request_context, sys.exc_info())
         server_error = InternalServerError(original_exception=exc)
         if ws.closed:
             pass
@@ -546,7 +547,8 @@ class Connection:
             self._deny(app.make_response(server_error))
         else:
             try:
-                response = app.make_response(app.handle_user_exception(server_error))
+                handled = flask_version.handle_user_exception(app, self.request_context, server_error)
+                response = app.make_response(handled)
             except Exception:
                 app.logger.exception("Error in the 500 errorhandler")
                 response = app.make_response(server_error)
@@ -567,7 +569,7 @@ class Connection:
 
     def _save_session(self, response: Response) -> None:
         interface = self.app.session_interface
-        current = session._get_current_object()  # type: ignore[attr-defined]
+        current = flask_version.current_session()
         if not interface.is_null_session(current):
             interface.save_session(self.app, current, response)
 
@@ -590,7 +592,7 @@ class Connection:
                 )
         finally:
             self.context.pop()
-            self.request_context.pop(error)
+            flask_version.pop_request_context(self.request_context, error)
 
 
 async def deny(scope: Scope, send: ASGISend, response: Response) -> None:

@@ -14,10 +14,11 @@ import typing as t
 
 from werkzeug.local import LocalProxy
 
+from . import flask_version
 from .websocket import Websocket
 
 if t.TYPE_CHECKING:
-    from flask.ctx import RequestContext
+    from .flask_version import RequestContext
 
 F = t.TypeVar("F", bound=t.Callable[..., t.Any])
 
@@ -55,16 +56,17 @@ class WebsocketContext:
         _cv_websocket.reset(token)
 
     def copy(self) -> WebsocketContext:
-        return WebsocketContext(self.websocket, self.request_context.copy())
+        """A copy for :func:`copy_current_websocket_context`: entered with ``with``, it shares ``g``."""
+        return WebsocketContext(self.websocket, flask_version.copy_request_context(self.request_context))
 
     def __enter__(self) -> WebsocketContext:
-        self.request_context.push()
+        flask_version.push_request_context(self.request_context)
         self.push()
         return self
 
     def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
         self.pop()
-        self.request_context.pop(exc)
+        flask_version.pop_copied_request_context(self.request_context, exc)
 
 
 _UNBOUND = "Working outside of a websocket context: this code runs outside a websocket handler."
@@ -112,6 +114,13 @@ def copy_current_websocket_context(func: F) -> F:
 
     For a task started with ``asyncio.create_task`` or code that outlives the
     current stack. Works for sync and async functions.
+
+    The function sees the connection's ``websocket``, ``request``, ``session``
+    and ``g`` (the same ``g`` object, on Flask 3.1 and 3.2 alike). When it
+    returns, Flask's ``teardown_request`` functions run for the copy, as for any
+    copied request context; the ``teardown_appcontext`` functions do not tear
+    down the shared ``g``: that happens once, when the connection ends. (On
+    Flask 3.2 the copy's teardown functions see an empty ``g`` of their own.)
     """
     ctx = _cv_websocket.get(None)
     if ctx is None:

@@ -29,6 +29,7 @@ import typing as t
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge, RequestTimeout
 from werkzeug.wsgi import FileWrapper
 
+from . import flask_version
 from .bridge import await_, bind_thread_to_loop, greenlet_spawn, in_bridge
 from .log import logger
 
@@ -239,6 +240,8 @@ class _Exchange:
             self.status = 500
             self.headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"21")]
             held = [b"Internal Server Error"]
+        finally:
+            flask_version.release_request(environ)
         body = b"".join(held)
         return (None if self.started else self._start_message()), body
 
@@ -460,8 +463,12 @@ class _Exchange:
                 timer.handle.cancel()
 
     def stop(self) -> None:
-        if self.watcher is not None:
-            self.watcher.cancel()
+        # Let go of the watcher: its task keeps the context it was started in,
+        # which holds the request, so the request would be freed only by the
+        # cycle collector.
+        watcher, self.watcher = self.watcher, None
+        if watcher is not None:
+            watcher.cancel()
         if self.spool is not None:
             self.spool.close()
 

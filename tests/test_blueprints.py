@@ -185,6 +185,43 @@ def test_copy_current_websocket_context_in_a_task(serve: t.Any) -> None:
         assert ws.recv(timeout=5) == "/ws from the handler"
 
 
+def test_copied_context_shares_g_and_leaves_its_teardown_to_the_connection(serve: t.Any) -> None:
+    """A task's copy of the context shares the connection's ``g`` (Flask 3.2's own
+    copy would have a fresh one), however often it is entered, and its end does not
+    tear down what the connection keeps in ``g``: that happens once, at the end."""
+    app = Flask(__name__)
+    AsyncWS(app)
+    closed: list[str] = []
+    done = threading.Event()
+
+    @app.teardown_appcontext
+    def close_resource(error: BaseException | None) -> None:
+        resource = g.pop("resource", None)
+        if resource is not None:
+            closed.append(resource)
+            done.set()
+
+    @app.websocket("/ws")
+    async def handler() -> None:
+        import asyncio
+
+        g.resource = "db"
+
+        @copy_current_websocket_context
+        async def background() -> None:
+            await websocket.send(f"task sees {g.get('resource')}")
+
+        await asyncio.create_task(background())
+        await asyncio.create_task(background())
+        await websocket.send(f"handler has {g.get('resource')}, closed {closed}")
+
+    srv = serve(app)
+    with connect(srv.ws_url + "/ws") as ws:
+        assert [ws.recv(timeout=5) for _ in range(3)] == ["task sees db", "task sees db", "handler has db, closed []"]
+    assert done.wait(5)
+    assert closed == ["db"]
+
+
 def test_copy_context_outside_a_websocket_raises() -> None:
     with pytest.raises(RuntimeError, match="needs a websocket context"):
         copy_current_websocket_context(lambda: None)

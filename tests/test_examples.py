@@ -15,6 +15,7 @@ import typing as t
 import httpx
 import pytest
 from servers import SERVERS, LiveServer
+from versions import REDIRECT_STATUS
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
@@ -35,7 +36,7 @@ def refused_status(url: str, cookie: str | None = None) -> int:
 def login(srv: LiveServer, path: str, **form: str) -> str:
     with httpx.Client(base_url=srv.http_url, trust_env=False, timeout=TIMEOUT) as client:
         response = client.post(path, data=form)
-        assert response.status_code == 302, response.text
+        assert response.status_code == REDIRECT_STATUS, response.text
         return client.cookies["session"]
 
 
@@ -110,7 +111,7 @@ def test_auth_refuses_before_upgrade() -> None:
         assert refused_status(srv.ws_url + "/ws/whoami") == 401
         assert refused_status(srv.ws_url + "/admin/events") == 401
         with httpx.Client(base_url=srv.http_url, trust_env=False, timeout=TIMEOUT) as client:
-            assert client.get("/").status_code == 302  # pages still redirect to the login form
+            assert client.get("/").status_code == REDIRECT_STATUS  # pages still redirect to the login form
 
         bob = login(srv, "/login", username="bob", password="builder")
         with ws(srv.ws_url + "/ws/whoami", bob) as conn:

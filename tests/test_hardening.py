@@ -182,6 +182,47 @@ def test_a_finished_connection_is_freed_without_the_cycle_collector(
         gc.enable()
 
 
+@pytest.mark.parametrize("route", ["/sync", "/async", "/stream"])
+def test_a_finished_http_request_is_freed_without_the_cycle_collector(
+    serve: t.Callable[..., LiveServer], route: str
+) -> None:
+    """The same for HTTP requests, from a worker thread or the loop, and streamed:
+    Flask 3.2 no longer breaks the cycle between a request and its WSGI environ."""
+    import httpx
+    from flask import stream_with_context
+
+    app = Flask("freed_http_app")
+    AsyncWS(app)
+    refs: list[weakref.ref[t.Any]] = []
+
+    @app.before_request
+    def remember() -> None:
+        refs.append(weakref.ref(request._get_current_object()))  # type: ignore[attr-defined]
+
+    @app.get("/sync")
+    def sync_view() -> str:
+        return "ok"
+
+    @app.get("/async")
+    async def async_view() -> str:
+        return "ok"
+
+    @app.get("/stream")
+    def stream_view() -> t.Any:
+        return stream_with_context(iter([b"o", b"k"]))
+
+    server = serve(app)
+    gc.collect()
+    gc.disable()
+    try:
+        with httpx.Client(base_url=server.http_url, timeout=5) as client:
+            for _ in range(5):
+                assert client.get(route).text == "ok"
+        _wait_freed(refs, 5)
+    finally:
+        gc.enable()
+
+
 @pytest.mark.parametrize(
     "server_name", [pytest.param("hypercorn", marks=needs_hypercorn_cancel), "uvicorn", "app-shutdown"]
 )

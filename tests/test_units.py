@@ -563,3 +563,17 @@ def _pytest_arguments(root: Path, command: str, nodes: list[str]) -> list[str]:
     assert done.returncode == 0, done.stderr
     pytest_line = next(line for line in done.stdout.splitlines() if " -m pytest" in line)
     return pytest_line.split()[3:]
+
+
+def test_the_installed_flask_is_recognised() -> None:
+    """Flask 3.2 takes the context first in its dispatch methods and makes the
+    request context an app context; Flask 3.1 does neither."""
+    from versions import FLASK
+
+    from flask_asyncws import flask_version
+
+    assert flask_version.CONTEXT_FIRST is (FLASK >= (3, 2))
+    assert flask_version.MERGED_CONTEXT is (FLASK >= (3, 2))
+    app = Flask(__name__)
+    with app.test_request_context("/") as ctx:
+        assert (type(ctx) is type(app.app_context())) is flask_version.MERGED_CONTEXT

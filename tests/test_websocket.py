@@ -250,7 +250,7 @@ def test_returned_value_is_the_denial(serve: t.Any, refusing_app: Flask) -> None
     assert response.headers["X-Reason"] == "nope"
     assert response.body == b"denied"
 
-    # The client follows the redirect (a real 302 with a ws:// Location).
+    # The client follows the redirect (a real 302 or 303, by Flask version, with a ws:// Location).
     with connect(srv.ws_url + "/redirect") as ws:
         ws.send("followed")
         assert ws.recv(timeout=5) == "followed"

@@ -22,7 +22,7 @@ import typing as t
 
 import greenlet
 from flask import Flask, g, request, session
-from flask.ctx import RequestContext
+from versions import REQUEST_CONTEXT
 
 from flask_asyncws import AsyncWS, Websocket, run_sync, websocket
 from flask_asyncws.asgi import Connection
@@ -174,7 +174,7 @@ def counts() -> dict[str, t.Any]:
         "connections": Connection,
         "websockets": Websocket,
         "websocket_contexts": WebsocketContext,
-        "request_contexts": RequestContext,
+        "request_contexts": REQUEST_CONTEXT,
     }
     found = dict.fromkeys(kinds, 0)
     objects = gc.get_objects()
