@@ -7,7 +7,7 @@ PYTHON ?= python3
 .PHONY: install run test bench docs dist
 
 install:
-	$(PYTHON) -m pip install --quiet -e ".[test]"
+	$(PYTHON) -m pip install --quiet -e ".[test,bench,browser]"
 
 run: install
 	$(PYTHON) -m hypercorn --bind 127.0.0.1:8000 examples.echo.app:app.asgi_app
