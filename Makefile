@@ -4,7 +4,7 @@
 # Both install what they need first.
 PYTHON ?= python3
 
-.PHONY: install run test bench docs dist
+.PHONY: install run test bench docs dist matrix typecheck
 
 install:
 	$(PYTHON) -m pip install --quiet -e ".[test,bench,browser]"
@@ -17,7 +17,7 @@ run: install
 # `make test tests/test_websocket.py::test_misuse_errors_say_what_to_do`
 # (or `make install test ...`). pytest's options go in ARGS (make reads dashes
 # as its own).
-TARGETS := install run test bench docs dist
+TARGETS := install run test bench docs dist matrix typecheck
 ifneq ($(filter test,$(MAKECMDGOALS)),)
 SELECTION := $(filter-out $(TARGETS),$(MAKECMDGOALS))
 # The selection's words are not targets to build (a mistyped goal without
@@ -46,3 +46,14 @@ dist:
 	$(PYTHON) -m build --outdir $(DIST) .
 	$(PYTHON) -m twine check --strict $(DIST)/*
 	$(PYTHON) -c 'import sys, zipfile; other = [n for n in zipfile.ZipFile(sys.argv[1]).namelist() if not n.startswith(("flask_asyncws/", "flask_asyncws-"))]; sys.exit(f"The wheel holds more than the package: {other}" if other else None)' $(DIST)/*.whl
+
+# The suite on Python 3.10, 3.12 and 3.13, on Flask's next release and at the
+# declared minimums, each in its own venv under .matrix/ (`make matrix
+# ENVS="py3.10 minimums"` runs some of them); see .ci/matrix.
+matrix:
+	bash .ci/matrix $(ENVS)
+
+# mypy strict on the package against the latest Flask release and Flask's
+# next release.
+typecheck:
+	bash .ci/matrix --typecheck
