@@ -14,7 +14,7 @@ endif
 VENV_PYTHON := $(VENV)/bin/python
 PIP := $(VENV_PYTHON) -m pip --quiet --disable-pip-version-check
 # The extras `make test` installs.
-TEST_EXTRAS := test
+TEST_EXTRAS := test,bench,browser
 # Where `make run` listens (hypercorn's --bind).
 BIND ?= 127.0.0.1:8000
 
@@ -27,7 +27,7 @@ TEST_STAMP := $(STAMP)-test
 DOCS_STAMP := $(STAMP)-docs
 DIST_STAMP := $(STAMP)-dist
 
-.PHONY: venv install run test bench docs dist
+.PHONY: venv install run test bench docs dist matrix typecheck
 
 # `make -s venv` creates the virtualenv if needed and prints its interpreter:
 # `$$(make -s venv) -m pytest -x` runs pytest there.
@@ -63,7 +63,7 @@ run: $(RUN_STAMP)
 # `make test tests/test_websocket.py::test_misuse_errors_say_what_to_do`
 # (or `make install test ...`). pytest's options go in ARGS (make reads dashes
 # as its own).
-TARGETS := venv install run test bench docs dist
+TARGETS := venv install run test bench docs dist matrix typecheck
 ifneq ($(filter test,$(MAKECMDGOALS)),)
 SELECTION := $(filter-out $(TARGETS),$(MAKECMDGOALS))
 # The selection's words are not targets to build (a mistyped goal without
@@ -90,3 +90,14 @@ dist: $(DIST_STAMP)
 	$(VENV_PYTHON) -m build --outdir $(DIST) .
 	$(VENV_PYTHON) -m twine check --strict $(DIST)/*
 	$(VENV_PYTHON) -c 'import sys, zipfile; other = [n for n in zipfile.ZipFile(sys.argv[1]).namelist() if not n.startswith(("flask_asyncws/", "flask_asyncws-"))]; sys.exit(f"The wheel holds more than the package: {other}" if other else None)' $(DIST)/*.whl
+
+# The suite on Python 3.10, 3.12 and 3.13, on Flask's next release and at the
+# declared minimums, each in its own venv under .matrix/ (`make matrix
+# ENVS="py3.10 minimums"` runs some of them); see .ci/matrix.
+matrix:
+	bash .ci/matrix $(ENVS)
+
+# mypy strict on the package against the latest Flask release and Flask's
+# next release.
+typecheck:
+	bash .ci/matrix --typecheck

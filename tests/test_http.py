@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 import typing as t
+from importlib.metadata import version
 
 import httpx
 import pytest
@@ -33,6 +34,8 @@ from versions import REDIRECT_STATUS, STREAMED_TEARDOWNS
 
 from flask_asyncws import AsyncWS
 from flask_asyncws.http import DRAIN_LIMIT, SPOOL_MEMORY, build_environ
+
+FLASK_VERSION = tuple(int(part) for part in version("flask").split(".")[:3])
 
 TIMEOUT = 10
 

@@ -33,12 +33,29 @@ def session_cookie(tag: str) -> str:
     return f"{app.config['SESSION_COOKIE_NAME']}={serializer.dumps({'tag': tag})}"
 
 
-async def _client(ws_url: str, n: int, deadline: list[float], opened: asyncio.Barrier) -> tuple[int, int]:
+class AllOpen:
+    """Set once ``count`` connections are open (``asyncio.Barrier`` is 3.11+)."""
+
+    def __init__(self, count: int) -> None:
+        self.missing = count
+        self.event = asyncio.Event()
+
+    def opened(self) -> None:
+        self.missing -= 1
+        if self.missing == 0:
+            self.event.set()
+
+    async def wait(self) -> None:
+        await self.event.wait()
+
+
+async def _client(ws_url: str, n: int, deadline: list[float], opened: AllOpen) -> tuple[int, int]:
     tag = f"i{n}"
     route = "/isolation" if n % 2 else "/aisolation"
     headers = {"Cookie": session_cookie(tag)}
     sent = wrong = 0
     async with connect(f"{ws_url}{route}?n={tag}", additional_headers=headers, open_timeout=60) as ws:
+        opened.opened()
         await opened.wait()
         while time.monotonic() < deadline[0]:
             message = f"{tag}:{sent}"
@@ -51,7 +68,7 @@ async def _client(ws_url: str, n: int, deadline: list[float], opened: asyncio.Ba
 
 async def run(ws_url: str, connections: int, seconds: float) -> dict[str, t.Any]:
     before = await server_counts(ws_url)
-    opened = asyncio.Barrier(connections + 1)
+    opened = AllOpen(connections)
     deadline = [float("inf")]  # the clock starts once every connection is open
 
     async def start_clock() -> None:
