@@ -109,6 +109,11 @@ class ASGIApp:
         except asyncio.CancelledError:
             pass
         else:
+            if connection.websocket.refused_client:
+                # A client closed for flooding may still be sending: read it off until
+                # the server reports it gone, or hypercorn's reader blocks on its full
+                # queue to the app and the connection outlives its close.
+                await _settle(receive, send)
             return
         finally:
             self.connections.discard(connection)

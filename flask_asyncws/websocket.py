@@ -99,6 +99,7 @@ class Websocket:
         "_misuse",
         "_reading",
         "_stopped",
+        "refused_client",
         "_unyielded",
         "_thread",
         "_waiter",
@@ -146,6 +147,8 @@ class Websocket:
         self._watch_queue = _watch_queue(self._loop)
         self._reading = False
         self._stopped = False
+        #: Closed for what the client sent (1008, 1009): it may still be sending.
+        self.refused_client = False
         self._unyielded = 0
         #: Called when the client goes away while no receive() is waiting.
         self.on_disconnect: t.Callable[[], None] | None = None
@@ -706,6 +709,8 @@ class Websocket:
                 await self._asgi_send(self._close_event(code, reason))
             except OSError:
                 code, reason = 1006, ""  # it left first
+            else:
+                self.refused_client = True
         self._disconnected(code, reason, notify=notify)
 
     def _disconnected(self, code: int, reason: str, *, notify: bool = True) -> None:
