@@ -88,7 +88,7 @@ class ASGIApp:
             return  # the client left during the handshake
         if self.shutting_down:
             await deny(scope, send, Response("The server is shutting down.", 503, mimetype="text/plain"))
-            await _settle(receive)
+            await _settle(receive, send)
             return
         settings = self._settings()
         origin, host = _origin_and_host(scope)
