@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from .bridge import await_, run_sync
-from .context import after_this_websocket, copy_current_websocket_context, has_websocket_context, websocket
-from .extension import AsyncWS
-from .routing import Blueprint
-from .websocket import Websocket, WebsocketDisconnect
+from ._bridge import await_, run_sync
+from ._context import after_this_websocket, copy_current_websocket_context, has_websocket_context, websocket
+from ._extension import AsyncWS
+from ._routing import Blueprint
+from ._websocket import Websocket, WebsocketDisconnect
 
 __version__ = "0.1.0.dev0"
 

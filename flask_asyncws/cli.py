@@ -29,8 +29,9 @@ from flask import Flask
 from flask.cli import AppGroup, ScriptInfo, pass_script_info
 from flask.helpers import get_debug_flag
 
+from ._config import SOCKET_ENV, Settings
+
 #: Set in a server process started by the reloader: the inherited socket's fd.
-SOCKET_ENV = "FLASK_ASYNCWS_SOCKET_FD"
 
 #: How often the reloader looks for changed files, in seconds.
 RELOAD_INTERVAL = 1.0
@@ -109,8 +110,6 @@ def serve(app: Flask, sock: socket.socket, *, certfile: str | None = None, keyfi
     """
     from hypercorn.asyncio import serve as hypercorn_serve
     from hypercorn.config import Config
-
-    from .extension import Settings
 
     settings = Settings.from_config(app.config)
     config = Config()

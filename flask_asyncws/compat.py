@@ -22,11 +22,11 @@ import typing as t
 
 import flask
 
-from .bridge import await_, current_portal
-from .context import websocket
-from .extension import AsyncWS
-from .routing import websocket as register_websocket
-from .websocket import Websocket, WebsocketDisconnect
+from ._bridge import await_, current_portal
+from ._context import websocket
+from ._extension import AsyncWS
+from ._routing import websocket as register_websocket
+from ._websocket import Websocket, WebsocketDisconnect
 
 if t.TYPE_CHECKING:
     from flask.sansio.scaffold import Scaffold
@@ -160,7 +160,7 @@ class WebSocket:
         """
         if timeout is None:
             return self._call("receive", self._ws._receive)
-        return self._call("receive", self._ws._receive_within, max(timeout, 0))
+        return self._call("receive", self._ws.receive_within, max(timeout, 0))
 
     def close(self, reason: int | None = None, message: str | None = None) -> None:
         """Close with code ``reason`` (default 1000) and text ``message``."""

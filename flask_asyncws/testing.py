@@ -23,13 +23,13 @@ from werkzeug.datastructures import EnvironHeaders, Headers
 from werkzeug.test import Client
 from werkzeug.wrappers import Request
 
-from .websocket import WebsocketDisconnect
+from ._websocket import WebsocketDisconnect
 
 if t.TYPE_CHECKING:
     import flask
     from werkzeug.test import TestResponse
 
-    from .asgi import Message, Scope
+    from ._types import Message, Scope
 
 #: Seconds a receive, the handshake or the app's shutdown may take by default.
 DEFAULT_TIMEOUT = 5.0

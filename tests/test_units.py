@@ -11,8 +11,8 @@ import pytest
 from flask import Flask
 
 from flask_asyncws import AsyncWS, await_, run_sync, websocket
-from flask_asyncws.extension import DEFAULTS
-from flask_asyncws.origin import OriginPolicy, normalize_origin
+from flask_asyncws._config import DEFAULTS
+from flask_asyncws._origin import OriginPolicy, normalize_origin
 
 
 @pytest.mark.parametrize(
@@ -404,7 +404,7 @@ def test_finished_greenlets_are_reused_and_keep_nothing_of_their_job() -> None:
 
     from greenlet import getcurrent
 
-    from flask_asyncws.bridge import IDLE_GREENLETS, _idle, greenlet_spawn
+    from flask_asyncws._bridge import IDLE_GREENLETS, _idle, greenlet_spawn
 
     class Payload:
         pass
@@ -453,7 +453,7 @@ def test_finish_in_steps_here_and_hands_over_only_what_suspends() -> None:
 
     from greenlet import getcurrent
 
-    from flask_asyncws.bridge import finish_in, greenlet_spawn
+    from flask_asyncws._bridge import SpawnHooks, finish_in, greenlet_spawn
 
     steps: list[str] = []
     handed_over: list[int] = []
@@ -487,7 +487,7 @@ def test_finish_in_steps_here_and_hands_over_only_what_suspends() -> None:
 
     async def main() -> None:
         waits: list[None] = []
-        assert await greenlet_spawn(job, _on_wait=lambda: waits.append(None)) == "done"
+        assert await greenlet_spawn(job, hooks=SpawnHooks(on_wait=lambda: waits.append(None))) == "done"
         assert len(waits) == 3  # suspends(), fails() and the generator; not at_once()
 
     asyncio.run(main())
@@ -499,7 +499,7 @@ def test_websocket_context_pushed_again_pops_in_order() -> None:
     """A copied context may be entered while already entered (a wrapped
     function calling itself, say): each pop restores the previous binding."""
     from flask_asyncws import has_websocket_context
-    from flask_asyncws.context import WebsocketContext, _cv_websocket
+    from flask_asyncws._context import WebsocketContext, _cv_websocket
 
     ctx = WebsocketContext(t.cast(t.Any, "ws"), t.cast(t.Any, None))
     other = WebsocketContext(t.cast(t.Any, "other"), t.cast(t.Any, None))
@@ -570,7 +570,7 @@ def test_the_installed_flask_is_recognised() -> None:
     request context an app context; Flask 3.1 does neither."""
     from versions import FLASK
 
-    from flask_asyncws import flask_version
+    from flask_asyncws import _flask_version as flask_version
 
     assert flask_version.CONTEXT_FIRST is (FLASK >= (3, 2))
     assert flask_version.MERGED_CONTEXT is (FLASK >= (3, 2))

@@ -1075,7 +1075,7 @@ def test_idle_connections_hold_a_greenlet_only_for_sync_handlers() -> None:
 def _check_idle_greenlets(server_name: str) -> None:
     import gc
 
-    from flask_asyncws.bridge import _BridgeGreenlet
+    from flask_asyncws._bridge import BridgeGreenlet
 
     app = make_app()
     opened = threading.Semaphore(0)
@@ -1102,7 +1102,7 @@ def _check_idle_greenlets(server_name: str) -> None:
         await websocket.receive()
 
     def live_greenlets() -> int:
-        return sum(type(o) is _BridgeGreenlet and o.busy for o in gc.get_objects())  # idle ones wait for reuse
+        return sum(type(o) is BridgeGreenlet and o.busy for o in gc.get_objects())  # idle ones wait for reuse
 
     srv = LiveServer(app.asgi_app, server_name).start()
 

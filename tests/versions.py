@@ -1,6 +1,6 @@
 """What each supported Flask version does, where the tests' expectations differ.
 
-The package itself learns which Flask it runs on in ``flask_asyncws.flask_version``;
+The package itself learns which Flask it runs on in ``flask_asyncws._flask_version``;
 this module states, for the tests, the behaviour of Flask (not of this package)
 that changed between 3.1 and 3.2, so a test asserts what the installed Flask does.
 """

@@ -25,9 +25,9 @@ from flask import Flask, g, request, session
 from versions import REQUEST_CONTEXT
 
 from flask_asyncws import AsyncWS, Websocket, run_sync, websocket
-from flask_asyncws.asgi import Connection
-from flask_asyncws.bridge import _BridgeGreenlet
-from flask_asyncws.context import WebsocketContext
+from flask_asyncws._asgi import Connection
+from flask_asyncws._bridge import BridgeGreenlet
+from flask_asyncws._context import WebsocketContext
 
 app = Flask(__name__)
 app.secret_key = "soak-only"
@@ -184,7 +184,7 @@ def counts() -> dict[str, t.Any]:
             if isinstance(obj, kind):
                 found[name] += 1
     # Finished greenlets kept for reuse (at most IDLE_GREENLETS) are not in use.
-    found["idle_greenlets"] = sum(type(obj) is _BridgeGreenlet and not obj.busy for obj in objects)
+    found["idle_greenlets"] = sum(type(obj) is BridgeGreenlet and not obj.busy for obj in objects)
     found["greenlets"] -= found["idle_greenlets"]
     return {
         **found,

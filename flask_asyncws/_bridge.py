@@ -39,7 +39,7 @@ IDLE_GREENLETS = 64
 _FINISHED = object()
 
 
-class _BridgeGreenlet(greenlet):  # type: ignore[misc]
+class BridgeGreenlet(greenlet):  # type: ignore[misc]
     """A greenlet that runs sync jobs and hands their awaitables to its driver."""
 
     __slots__ = ("busy", "job", "outcome")
@@ -56,7 +56,7 @@ def _run_jobs() -> None:
         getcurrent().parent.switch(_FINISHED)
 
 
-def _run_job(me: _BridgeGreenlet) -> None:
+def _run_job(me: BridgeGreenlet) -> None:
     # Jobs come through the ``job`` slot, not as switch arguments: greenlet
     # keeps the first call's arguments for as long as the greenlet lives.
     fn, args, kwargs = me.job
@@ -74,8 +74,8 @@ def _run_job(me: _BridgeGreenlet) -> None:
         fn = args = kwargs = None  # the error's traceback keeps this frame, not the job
 
 
-def _idle() -> list[_BridgeGreenlet]:
-    idle: list[_BridgeGreenlet] | None = getattr(_thread_state, "idle", None)
+def _idle() -> list[BridgeGreenlet]:
+    idle: list[BridgeGreenlet] | None = getattr(_thread_state, "idle", None)
     if idle is None:
         idle = _thread_state.idle = []
     return idle
@@ -83,52 +83,67 @@ def _idle() -> list[_BridgeGreenlet]:
 
 def in_bridge() -> bool:
     """Whether the caller runs in sync code that :func:`await_` can serve."""
-    return isinstance(getcurrent(), _BridgeGreenlet)
+    return isinstance(getcurrent(), BridgeGreenlet)
 
 
-async def greenlet_spawn(
-    fn: t.Callable[..., T],
-    *args: t.Any,
-    _interrupt: t.Callable[[], BaseException | None] | None = None,
-    _on_wait: t.Callable[[], None] | None = None,
-    _on_slow: t.Callable[[float], None] | None = None,
-    _slow_after: float = 0.0,
-    **kwargs: t.Any,
-) -> T:
-    """Run the sync ``fn`` in a greenlet, serving its :func:`await_` calls.
+class SpawnHooks:
+    """What the caller of :func:`greenlet_spawn` wants to hear of the sync code's waits.
 
-    ``_interrupt`` may turn a cancellation of this task into another exception
-    thrown at the sync code's waiting point (a websocket disconnect, say).
-    ``_on_wait`` is called each time the sync code hands an awaitable over.
-    ``_on_slow`` is told how long the sync code held the loop whenever one
-    stretch took longer than ``_slow_after`` seconds.
+    ``interrupt`` may turn a cancellation of the spawning task into another
+    exception thrown at the sync code's waiting point (a websocket disconnect,
+    say). ``on_wait`` is called each time the sync code hands an awaitable
+    over. ``on_slow`` is told how long the sync code held the loop whenever
+    one stretch took longer than ``slow_after`` seconds.
     """
+
+    __slots__ = ("interrupt", "on_slow", "on_wait", "slow_after")
+
+    def __init__(
+        self,
+        *,
+        interrupt: t.Callable[[], BaseException | None] | None = None,
+        on_wait: t.Callable[[], None] | None = None,
+        on_slow: t.Callable[[float], None] | None = None,
+        slow_after: float = 0.0,
+    ) -> None:
+        self.interrupt = interrupt
+        self.on_wait = on_wait
+        self.on_slow = on_slow
+        self.slow_after = slow_after
+
+
+_NO_HOOKS = SpawnHooks()
+
+
+async def greenlet_spawn(fn: t.Callable[..., T], *args: t.Any, hooks: SpawnHooks = _NO_HOOKS, **kwargs: t.Any) -> T:
+    """Run the sync ``fn`` in a greenlet, serving its :func:`await_` calls (see :class:`SpawnHooks`)."""
+    interrupt, on_wait, on_slow, slow_after = hooks.interrupt, hooks.on_wait, hooks.on_slow, hooks.slow_after
     current = getcurrent()
     idle = _idle()
     if idle:
         child = idle.pop()
         child.parent = current
     else:
-        child = _BridgeGreenlet(_run_jobs, current)
+        child = BridgeGreenlet(_run_jobs, current)
     child.gr_context = current.gr_context
     child.busy = True
     child.job = (fn, args, kwargs)
     del fn, args, kwargs  # the job's arguments live in the greenlet only
-    timed = _on_slow is not None
+    timed = on_slow is not None
     started = time.perf_counter() if timed else 0.0
     result: t.Any = child.switch()
     while result is not _FINISHED:
         if timed:
             held = time.perf_counter() - started
-            if held > _slow_after:
-                _on_slow(held)  # type: ignore[misc]
-        if _on_wait is not None:
-            _on_wait()
+            if held > slow_after:
+                on_slow(held)  # type: ignore[misc]
+        if on_wait is not None:
+            on_wait()
         try:
             value = await result
         except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError) and _interrupt is not None:
-                replacement = _interrupt()
+            if isinstance(exc, asyncio.CancelledError) and interrupt is not None:
+                replacement = interrupt()
                 if replacement is not None:
                     exc = replacement
             if timed:
@@ -141,8 +156,8 @@ async def greenlet_spawn(
         value = None
     if timed:
         held = time.perf_counter() - started
-        if held > _slow_after:
-            _on_slow(held)  # type: ignore[misc]
+        if held > slow_after:
+            on_slow(held)  # type: ignore[misc]
     ok, result = child.outcome
     child.outcome = None
     child.busy = False
@@ -165,7 +180,7 @@ def await_(awaitable: t.Awaitable[T]) -> T:
     the HTTP bridge runs on behalf of the server's loop.
     """
     current = getcurrent()
-    if isinstance(current, _BridgeGreenlet):
+    if isinstance(current, BridgeGreenlet):
         return current.parent.switch(awaitable)  # type: ignore[no-any-return]
     loop: asyncio.AbstractEventLoop | None = getattr(_thread_state, "loop", None)
     if loop is not None:
@@ -359,7 +374,7 @@ def run_sync(fn: t.Callable[..., T], *args: t.Any, **kwargs: t.Any) -> t.Any:
     if getattr(_thread_state, "loop", None) is not None:
         return fn(*args, **kwargs)
     call = functools.partial(fn, *args, **kwargs)
-    if isinstance(getcurrent(), _BridgeGreenlet):
+    if isinstance(getcurrent(), BridgeGreenlet):
         return await_(asyncio.to_thread(call))
     try:
         asyncio.get_running_loop()
@@ -390,7 +405,7 @@ def make_async_to_sync(
         @functools.wraps(func)
         def wrapper(*args: t.Any, **kwargs: t.Any) -> t.Any:
             nonlocal fallback_wrapper
-            if isinstance(getcurrent(), _BridgeGreenlet) or getattr(_thread_state, "loop", None):
+            if isinstance(getcurrent(), BridgeGreenlet) or getattr(_thread_state, "loop", None):
                 return await_(func(*args, **kwargs))
             if fallback is None:
                 return _run_in_new_loop(func, args, kwargs)

@@ -2,7 +2,7 @@
 
 Each connection pushes a Flask request context built from the handshake (so
 ``g``, ``session``, ``url_for`` and request-based extensions work) and a
-websocket context holding the :class:`~flask_asyncws.websocket.Websocket`.
+websocket context holding the :class:`~flask_asyncws._websocket.Websocket`.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import typing as t
 
 from werkzeug.local import LocalProxy
 
-from . import flask_version
-from .websocket import Websocket
+from . import _flask_version as flask_version
+from ._websocket import Websocket
 
 if t.TYPE_CHECKING:
-    from .flask_version import RequestContext
+    from ._flask_version import RequestContext
 
 F = t.TypeVar("F", bound=t.Callable[..., t.Any])
 

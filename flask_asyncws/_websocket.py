@@ -28,15 +28,15 @@ from greenlet import getcurrent
 from werkzeug.datastructures import Headers
 from werkzeug.sansio.utils import get_current_url
 
-from .bridge import _BridgeGreenlet, current_portal, finish_in, hand_over, wait_in
-from .log import logger
-from .quirks import sendable_close_code, server_of
+from ._bridge import BridgeGreenlet, current_portal, finish_in, hand_over, wait_in
+from ._log import logger
+from ._quirks import sendable_close_code, server_of
 
 if t.TYPE_CHECKING:
     from werkzeug.datastructures import Authorization, ImmutableMultiDict, LanguageAccept, MultiDict
     from werkzeug.routing import Rule
 
-    from .asgi import ASGIReceive, ASGISend, Scope
+    from ._types import ASGIReceive, ASGISend, Scope
 
 T = t.TypeVar("T")
 
@@ -261,7 +261,7 @@ class Websocket:
                 self._handed = coro  # type: ignore[assignment]
                 return coro
             return self._hand(coro)
-        if isinstance(current, _BridgeGreenlet) and self._accepted and self._misuse is None:
+        if isinstance(current, BridgeGreenlet) and self._accepted and self._misuse is None:
             # The sync fast path: no coroutine layers between the handler and the
             # server. The next message is usually not there yet, so the read is
             # handed to the bridge's driver rather than tried here first.
@@ -305,7 +305,7 @@ class Websocket:
                 return coro
             return self._hand(coro)
         if (
-            isinstance(current, _BridgeGreenlet)
+            isinstance(current, BridgeGreenlet)
             and self._accepted
             and self._misuse is None
             and self._closed is None
@@ -324,7 +324,7 @@ class Websocket:
 
         Invalid JSON raises :class:`ValueError` (``json.JSONDecodeError``).
         """
-        if isinstance(getcurrent(), _BridgeGreenlet):
+        if isinstance(getcurrent(), BridgeGreenlet):
             return self._decode(self._dispatch("receive_json", self._receive()))
         return self._dispatch("receive_json", self._receive_json())
 
@@ -350,12 +350,12 @@ class Websocket:
     def _dispatch(self, name: str, coro: t.Coroutine[t.Any, t.Any, T]) -> t.Any:
         """Hand ``coro`` to an async caller to await, or run it for a sync one."""
         current = getcurrent()
-        if not isinstance(current, _BridgeGreenlet) and threading.get_ident() == self._thread:
+        if not isinstance(current, BridgeGreenlet) and threading.get_ident() == self._thread:
             return self._hand(coro)
         if self._misuse is not None:
             coro.close()
             self._raise_misuse()
-        if isinstance(current, _BridgeGreenlet):
+        if isinstance(current, BridgeGreenlet):
             return wait_in(current, coro)
         portal = current_portal()
         if portal is not None and portal.owner is self:
@@ -504,7 +504,7 @@ class Websocket:
             self._reading = False
             self._watch_soon()
 
-    async def _receive_within(self, timeout: float) -> str | bytes | None:
+    async def receive_within(self, timeout: float) -> str | bytes | None:
         """The next message, or None if none comes within ``timeout`` seconds (Flask-Sock's receive).
 
         A watcher reads meanwhile, so the wait is only for its hand-over, which

@@ -29,15 +29,15 @@ import typing as t
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge, RequestTimeout
 from werkzeug.wsgi import FileWrapper
 
-from . import flask_version
-from .bridge import await_, bind_thread_to_loop, greenlet_spawn, in_bridge
-from .log import logger
+from . import _flask_version as flask_version
+from ._bridge import SpawnHooks, await_, bind_thread_to_loop, greenlet_spawn, in_bridge
+from ._log import logger
 
 if t.TYPE_CHECKING:
     import flask
 
-    from .asgi import ASGIReceive, ASGISend, Message, Scope
-    from .extension import Settings
+    from ._config import Settings
+    from ._types import ASGIReceive, ASGISend, Message, Scope
 
 #: Request body bytes read and discarded while the final response message is
 #: being sent. Hypercorn only finishes that send once the app has made room in
@@ -727,8 +727,7 @@ class HTTPBridge:
                     exchange.run,
                     self.app.wsgi_app,
                     environ,
-                    _on_slow=None if warn_ms is None else _warn_slow,
-                    _slow_after=(warn_ms or 0) / 1000,
+                    hooks=_NO_WARNING if warn_ms is None else SpawnHooks(on_slow=_warn_slow, slow_after=warn_ms / 1000),
                 )
             else:
                 pool = self._pool
@@ -775,6 +774,9 @@ class HTTPBridge:
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.aclose()
+
+
+_NO_WARNING = SpawnHooks()
 
 
 def _warn_slow(held: float) -> None:

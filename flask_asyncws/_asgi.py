@@ -12,33 +12,28 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextvars
 import inspect
 import sys
-import threading
 import time
 import typing as t
 
 from flask import Flask, Response, got_request_exception, session
 from werkzeug.exceptions import InternalServerError
 
-from . import flask_version
-from .bridge import Portal, await_, bind_thread_to_loop, greenlet_spawn
-from .context import WebsocketContext
-from .http import HTTPBridge, build_environ, split_target
-from .log import logger
-from .quirks import server_of
-from .routing import handler_of, hooks
-from .watchdog import watchdog_for
-from .websocket import Websocket, WebsocketDisconnect
+from . import _flask_version as flask_version
+from ._bridge import SpawnHooks, await_, greenlet_spawn
+from ._context import WebsocketContext
+from ._http import HTTPBridge, build_environ, split_target
+from ._log import logger
+from ._quirks import server_of
+from ._routing import handler_of, hooks
+from ._threads import run_handler_in_thread
+from ._types import ASGIReceive, ASGISend, Scope
+from ._watchdog import watchdog_for
+from ._websocket import Websocket, WebsocketDisconnect
 
 if t.TYPE_CHECKING:
-    from .extension import Settings
-
-Scope = dict[str, t.Any]
-Message = dict[str, t.Any]
-ASGIReceive = t.Callable[[], t.Awaitable[Message]]
-ASGISend = t.Callable[[Message], t.Awaitable[None]]
+    from ._config import Settings
 
 DENIAL_EXTENSION = "websocket.http.response"
 
@@ -279,8 +274,9 @@ class Connection:
         watchdog = None if warn_ms is None or self.task is None else watchdog_for(warn_ms)
         if watchdog is not None:
             watchdog.watch(self.task, self._label)  # type: ignore[arg-type]
+        hooks = SpawnHooks(interrupt=self._take_interrupt, on_wait=ws._waiting)
         try:
-            handler = await greenlet_spawn(self.handle, _interrupt=self._take_interrupt, _on_wait=ws._waiting)
+            handler = await greenlet_spawn(self.handle, hooks=hooks)
             if handler is not None:
                 # An async handler runs in this task, with no greenlet held while
                 # it waits (an idle connection is only its coroutine frames);
@@ -296,7 +292,7 @@ class Connection:
                 finally:
                     self._dispatching = False
                 try:
-                    await greenlet_spawn(self._end, rv, _interrupt=self._take_interrupt, _on_wait=ws._waiting)
+                    await greenlet_spawn(self._end, rv, hooks=hooks)
                 finally:
                     rv = None
         finally:
@@ -447,58 +443,8 @@ class Connection:
     def _call_sync(self, handler: t.Callable[..., t.Any]) -> t.Any:
         kwargs = self.websocket.view_args or {}
         if self.settings.sync_handler_mode == "thread":
-            return await_(self._in_thread(handler, kwargs))
+            return await_(run_handler_in_thread(self.websocket, handler, kwargs))
         return handler(**kwargs) if kwargs else handler()  # see bridge._run_job
-
-    async def _in_thread(self, handler: t.Callable[..., t.Any], kwargs: dict[str, t.Any]) -> t.Any:
-        """Run a sync handler in a thread of its own (``ASYNCWS_SYNC_HANDLER_MODE = "thread"``).
-
-        For handlers that block in ways ``run_sync`` cannot wrap. Websocket calls
-        from the thread are carried to the loop. The client leaving does not
-        cancel this task, which only waits for the thread: the thread learns of
-        it from the websocket (a receive returns the messages sent before it
-        first), or at a wait on anything else, as a greenlet handler would.
-        """
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[t.Any] = loop.create_future()
-        context = contextvars.copy_context()
-        ws = self.websocket
-        portal = Portal(ws, loop)
-
-        def settle(ok: bool, value: t.Any) -> None:
-            if not done.done():
-                done.set_result(value) if ok else done.set_exception(value)
-
-        def target() -> None:
-            bind_thread_to_loop(loop, portal)
-            try:
-                outcome = (True, context.run(handler, **kwargs))
-            except BaseException as exc:
-                outcome = (False, exc)
-            finally:
-                bind_thread_to_loop(None)
-            loop.call_soon_threadsafe(settle, *outcome)
-
-        def departed() -> None:
-            portal.depart(ws.disconnect or WebsocketDisconnect(1006))
-
-        on_disconnect, ws.on_disconnect = ws.on_disconnect, departed
-        try:
-            threading.Thread(target=target, name=f"flask_asyncws {ws.path!r}", daemon=True).start()
-            try:
-                return await asyncio.shield(done)
-            except asyncio.CancelledError:
-                portal.interrupt(ws.disconnect or WebsocketDisconnect(1001, "server shutting down"))
-                while not done.done():  # never leave the thread running on popped contexts
-                    try:
-                        await asyncio.shield(done)
-                    except asyncio.CancelledError:
-                        continue
-                    except BaseException:
-                        break
-                raise
-        finally:
-            ws.on_disconnect = on_disconnect  # no cycle through departed()
 
     def _finish(self, rv: t.Any) -> None:
         self.websocket._check_awaited()

@@ -24,7 +24,7 @@ import traceback
 import types
 import typing as t
 
-from .log import logger
+from ._log import logger
 
 #: A label, or a function giving it when a report is made (the endpoint of a
 #: connection is known only once its request context is pushed).
