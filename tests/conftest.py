@@ -1,9 +1,30 @@
+"""Fixtures for every tier of the suite.
+
+The tests are grouped by what they run:
+
+- ``unit/``: in-process tests (the protocol with hand-made ASGI scopes, the test client);
+- ``e2e/``: the app under real servers (hypercorn, uvicorn, daphne, granian, ``flask
+  asyncws run``) with a real client;
+- ``hardening/``: hostile clients and load; ``hardening/soak/`` holds the longer soak
+  scripts the tests run in short;
+- ``browser/``: the chat example driven in Chromium;
+- ``tooling/``: packaging, the Makefile's first run, the benchmarks.
+
+``support/`` holds what they share: the one way to start a server
+(``support/servers.py``) and the apps served in a separate process. The
+folder is on the import path (pyproject's ``pythonpath``), so any test imports
+``support.servers`` and the like.
+"""
+
 from __future__ import annotations
 
 import typing as t
 
 import pytest
-from servers import SERVERS, LiveServer
+from support.servers import SERVERS, LiveServer
+
+#: ``type_check/`` holds user-style code for type checkers to check, not tests.
+collect_ignore = ["type_check"]
 
 
 @pytest.fixture(params=SERVERS)

@@ -14,8 +14,8 @@ import typing as t
 
 import httpx
 import pytest
-from servers import SERVERS, LiveServer
-from versions import REDIRECT_STATUS
+from support.servers import SERVERS, LiveServer
+from support.versions import REDIRECT_STATUS
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
@@ -254,13 +254,13 @@ def test_instructions_name_what_their_command_serves(example: str) -> None:
 
 
 def test_examples_readme_commands_and_addresses() -> None:
-    readme = (pathlib.Path(__file__).parent.parent / "examples" / "README.md").read_text()
+    readme = (pathlib.Path(__file__).parents[2] / "examples" / "README.md").read_text()
     for command in re.findall(r"`((?:hypercorn|gunicorn|flask) [^`]+)`", readme):
         if "…" not in command:
             assert target(command.split()) is not None, command
     assert f"http://127.0.0.1:{default_port(['flask', '--app', 'x', 'asyncws', 'run'])} for `flask" in readme
     assert f"http://127.0.0.1:{default_port(['hypercorn', 'x'])} for\n`hypercorn`, `gunicorn`" in readme
     assert default_port(["gunicorn", "x"]) == default_port(["hypercorn", "x"])
-    makefile = (pathlib.Path(__file__).parent.parent / "Makefile").read_text()
+    makefile = (pathlib.Path(__file__).parents[2] / "Makefile").read_text()
     assert f"BIND ?= 127.0.0.1:{default_port(['hypercorn', 'x'])}\n" in makefile
     assert "--bind $(BIND) examples.echo.app:app.asgi_app" in makefile

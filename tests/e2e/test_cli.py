@@ -26,7 +26,7 @@ from websockets.sync.client import connect
 from flask_asyncws import AsyncWS
 from flask_asyncws.cli import asyncws_cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 20
 RUNNING = re.compile(r"Running on (https?)://127\.0\.0\.1:(\d+)")
 

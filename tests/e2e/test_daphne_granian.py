@@ -1,4 +1,4 @@
-"""docs/servers.md, claim by claim, over real server processes (tests/server_app.py).
+"""docs/servers.md, claim by claim, over real server processes (tests/support/server_app.py).
 
 Daphne and granian run only as their own process; hypercorn and uvicorn run the
 same way where a claim covers all four servers (every close reaches the client).
@@ -12,7 +12,7 @@ import time
 import typing as t
 
 import pytest
-from servers import ALL_SERVERS, ServerProcess
+from support.servers import ALL_SERVERS, ServerProcess
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 

@@ -27,13 +27,13 @@ import kosoku
 import pytest
 import websockets
 from flask import Flask, abort, request, session
+from hardening.soak import churn, isolation, shutdown
+from hardening.soak.app import app as soak_app
+from hardening.soak.app import flood_sent, rss_kib
+from hardening.soak.serve import ServerProcess
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from servers import LiveServer, needs_hypercorn_cancel
-from soak import churn, isolation, shutdown
-from soak.app import app as soak_app
-from soak.app import flood_sent, rss_kib
-from soak.serve import ServerProcess
+from support.servers import TESTS, LiveServer, needs_hypercorn_cancel
 from websockets.sync.client import connect
 
 from flask_asyncws import AsyncWS, WebsocketDisconnect, await_, run_sync, websocket
@@ -604,7 +604,7 @@ LOGGING_SCRIPT = """
 import logging, logging.config, sys
 from flask import Flask
 from flask_asyncws import AsyncWS, websocket
-from servers import LiveServer, needs_hypercorn_cancel
+from support.servers import LiveServer, needs_hypercorn_cancel
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -638,7 +638,7 @@ def test_warnings_are_shown_like_flasks_own_or_as_logging_is_configured(setup: s
     """With no logging set up a warning has Flask's format; logging set up
     after the app is created (even by a dictConfig that disables the loggers
     existing then) takes it, and it is shown once."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run(
         [sys.executable, "-c", LOGGING_SCRIPT, setup], env=env, capture_output=True, text=True, timeout=60
     )

@@ -33,12 +33,12 @@ HYPERCORN_WAITS_FOR_CONNECTIONS = sys.version_info >= (3, 12, 1)
 #: For the tests of hypercorn cancelling open connections at its graceful timeout.
 needs_hypercorn_cancel = pytest.mark.skipif(
     HYPERCORN_WAITS_FOR_CONNECTIONS,
-    reason="hypercorn never cancels open websockets on Python 3.12.1+ (tests/test_shutdown.py pins what it does)",
+    reason="hypercorn never cancels open websockets on Python 3.12.1+ (tests/e2e/test_shutdown.py pins what it does)",
 )
 #: Every server the app is documented for, run as processes by :class:`ServerProcess`.
 ALL_SERVERS = ("hypercorn", "uvicorn", "daphne", "granian")
 
-TESTS = os.path.dirname(os.path.abspath(__file__))
+TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class LiveServer:
@@ -154,7 +154,7 @@ class ServerProcess:
     def __init__(
         self,
         server: str,
-        target: str = "server_app:asgi_app",
+        target: str = "support.server_app:asgi_app",
         env: dict[str, str] | None = None,
         args: t.Sequence[str] = (),
     ) -> None:

@@ -25,7 +25,7 @@ import pytest
 from test_packaging import NOT_IN_A_CLONE
 from websockets.sync.client import connect
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 
 # How this machine reaches the package index (a proxy, a mirror, a CA bundle):
@@ -211,7 +211,7 @@ def test_make_run_on_a_fresh_debian_machine_serves_from_its_own_venv(tmp_path: P
         (no_apt / name).write_text(f'#!/bin/sh\necho "{name} $*: the suite needs these packages" >&2\nexit 1\n')
         (no_apt / name).chmod(0o755)
     ci = subprocess.run(
-        ["bash", ".ci/run", "tests/test_units.py"],
+        ["bash", ".ci/run", "tests/unit/test_units.py"],
         cwd=clone,
         env={**env, "PATH": f"{no_apt}:{env['PATH']}"},
         capture_output=True,

@@ -16,7 +16,7 @@ import time
 import typing as t
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TESTS = os.path.dirname(HERE)
+TESTS = os.path.dirname(os.path.dirname(HERE))
 
 #: How ``flask asyncws run`` is handed a listening socket (its reloader's way).
 SOCKET_ENV = "FLASK_ASYNCWS_SOCKET_FD"
@@ -42,7 +42,7 @@ class ServerProcess:
     def __init__(
         self,
         server: str = "hypercorn",
-        app: str = "soak.app:asgi",
+        app: str = "hardening.soak.app:asgi",
         *,
         graceful_timeout: int = 3,
         env: dict[str, str] | None = None,

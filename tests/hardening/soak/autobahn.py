@@ -4,7 +4,7 @@ The test suite runs cases 1-7, 9.1, 9.2 and a subset of the permessage-deflate
 cases (12, 13); this runs any selection, by default all of 12 and 13, and
 prints the verdicts per category as JSON.
 
-Run: ``python tests/soak/autobahn.py [ROUTE] [CASE ...]`` (defaults ``/echo``,
+Run: ``python tests/hardening/soak/autobahn.py [ROUTE] [CASE ...]`` (defaults ``/echo``,
 ``12.* 13.*``; ROUTE ``/aecho`` is the async handler).
 """
 
@@ -17,11 +17,10 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import kosoku  # noqa: E402
-
-from soak.serve import ServerProcess  # noqa: E402
+from hardening.soak.serve import ServerProcess  # noqa: E402
 
 
 def main(route: str = "/echo", *cases: str) -> None:

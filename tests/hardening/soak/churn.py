@@ -6,7 +6,7 @@ Afterwards the server must hold no more greenlets, tasks, threads, contexts or
 connection objects than before, its RSS must be near the baseline, and
 teardown must have run exactly once for every connection that was accepted.
 
-Run: ``python tests/soak/churn.py [TOTAL] [WAVE]`` (defaults 10000, 200).
+Run: ``python tests/hardening/soak/churn.py [TOTAL] [WAVE]`` (defaults 10000, 200).
 """
 
 from __future__ import annotations
@@ -18,11 +18,10 @@ import sys
 import time
 import typing as t
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+from hardening.soak.serve import ServerProcess  # noqa: E402
 from websockets.asyncio.client import connect  # noqa: E402
-
-from soak.serve import ServerProcess  # noqa: E402
 
 
 async def server_counts(ws_url: str) -> dict[str, t.Any]:

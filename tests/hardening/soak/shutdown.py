@@ -5,7 +5,7 @@ Every client must get a close frame, teardown must run for every connection
 connections, and the server must then exit; ``teardown_window`` says when the
 teardowns ran, ``exit_seconds`` when the server was gone.
 
-Run: ``python tests/soak/shutdown.py [hypercorn|uvicorn|asyncws] [CONNECTIONS]``
+Run: ``python tests/hardening/soak/shutdown.py [hypercorn|uvicorn|asyncws] [CONNECTIONS]``
 (``asyncws``: ``flask asyncws run``).
 """
 
@@ -20,12 +20,11 @@ import tempfile
 import time
 import typing as t
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+from hardening.soak.serve import ServerProcess  # noqa: E402
 from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
-
-from soak.serve import ServerProcess  # noqa: E402
 
 
 async def _open(ws_url: str, n: int) -> ClientConnection:
