@@ -27,31 +27,27 @@ from support.servers import SERVERS, LiveServer
 collect_ignore = ["type_check"]
 
 
-@pytest.fixture(params=SERVERS)
-def serve(request: pytest.FixtureRequest) -> t.Iterator[t.Callable[..., LiveServer]]:
-    """Serve an app with a real server (each of hypercorn and uvicorn) for the test."""
+def _serving(server: str) -> t.Iterator[t.Callable[..., LiveServer]]:
+    """Start apps with ``server``: each is stopped when the test ends."""
     started: list[LiveServer] = []
 
     def start(app: t.Any, **options: t.Any) -> LiveServer:
-        server = LiveServer(app.asgi_app, request.param, **options).start()
-        started.append(server)
-        return server
+        live = LiveServer(app.asgi_app, server, **options).start()
+        started.append(live)
+        return live
 
     yield start
-    for server in started:
-        server.stop()
+    for live in started:
+        live.stop()
+
+
+@pytest.fixture(params=SERVERS)
+def serve(request: pytest.FixtureRequest) -> t.Iterator[t.Callable[..., LiveServer]]:
+    """Serve an app with a real server (each of hypercorn and uvicorn) for the test."""
+    yield from _serving(request.param)
 
 
 @pytest.fixture
 def hypercorn() -> t.Iterator[t.Callable[..., LiveServer]]:
     """Serve an app with hypercorn only (for behaviour that is hypercorn's)."""
-    started: list[LiveServer] = []
-
-    def start(app: t.Any, **options: t.Any) -> LiveServer:
-        server = LiveServer(app.asgi_app, "hypercorn", **options).start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
+    yield from _serving("hypercorn")

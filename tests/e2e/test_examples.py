@@ -5,16 +5,13 @@ from __future__ import annotations
 import importlib
 import json
 import pathlib
-import queue
 import re
-import subprocess
 import sys
-import threading
 import typing as t
 
 import httpx
 import pytest
-from support.servers import SERVERS, LiveServer
+from support.servers import ROOT, SERVERS, LiveServer, ServerProcess
 from support.versions import REDIRECT_STATUS
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
@@ -176,22 +173,9 @@ def test_flask_sock_app_before() -> None:
     assert command[0] == "gunicorn", command
     options = ["--bind", "127.0.0.1:0", "--graceful-timeout", "1"]
     argv = [sys.executable, "-m", command[0], *options, *command[1:]]
-    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
-    lines: queue.Queue[str | None] = queue.Queue()
-    threading.Thread(target=lambda: [*map(lines.put, proc.stderr or ()), lines.put(None)], daemon=True).start()
-    try:
-        while (line := lines.get(timeout=TIMEOUT)) is not None:
-            if match := re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", line):
-                break
-        assert match, "gunicorn did not start"
+    with ServerProcess(argv, cwd=ROOT, exit_timeout=TIMEOUT) as gunicorn:
+        match = gunicorn.wait_for(r"Listening at: http://127\.0\.0\.1:(\d+)", 3 * TIMEOUT)
         assert transcript(f"ws://127.0.0.1:{match.group(1)}") == EXPECTED
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.mark.parametrize("step", ["compat", "after"])

@@ -21,8 +21,7 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
-from hardening.soak.serve import SOCKET_ENV, ServerProcess
-from support.servers import HYPERCORN_WAITS_FOR_CONNECTIONS, LiveServer
+from support.servers import HYPERCORN_WAITS_FOR_CONNECTIONS, SOCKET_ENV, LiveServer, SocketServer
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
@@ -55,7 +54,7 @@ def refused_status(url: str) -> int:
     return info.value.response.status_code
 
 
-class ShutdownServer(ServerProcess):
+class ShutdownServer(SocketServer):
     """``tests/support/shutdown_app.py`` in a server process, with its log and release files."""
 
     def __init__(self, server: str, folder: Path, command: list[str] | None = None) -> None:
@@ -66,11 +65,8 @@ class ShutdownServer(ServerProcess):
             server,
             "support.shutdown_app:asgi",
             env={"SHUTDOWN_LOG": str(self.log), "SHUTDOWN_RELEASE": str(self.release)},
+            command=command,
         )
-        self._command = command
-
-    def command(self) -> list[str]:
-        return self._command or super().command()
 
     def lines(self) -> list[str]:
         return self.log.read_text().splitlines()
@@ -277,14 +273,7 @@ def test_asgi_app_shutdown_cancels_what_outlives_its_timeout(hypercorn: t.Callab
     with connect(server.ws_url + "/stubborn") as ws:
         ws.send("hello")
         assert ws.recv(10) == "hello"
-
-        async def timed() -> float:
-            loop = asyncio.get_running_loop()
-            started = loop.time()
-            await app.asgi_app.shutdown(0.2)  # type: ignore[attr-defined]
-            return loop.time() - started
-
-        took = server.call(timed())
+        took = server.timed(lambda: app.asgi_app.shutdown(0.2))  # type: ignore[attr-defined]
         assert close_frame(ws) == GOING_AWAY
     assert seen == ["CancelledError()"]
     assert 0.2 <= took < 2, took
@@ -303,14 +292,7 @@ def test_concurrent_shutdowns_wait_for_the_same_connections(hypercorn: t.Callabl
     with connect(server.ws_url + "/sync") as ws:
         ws.send("hello")
         assert ws.recv(10) == "hello"
-
-        async def both() -> float:
-            loop = asyncio.get_running_loop()
-            started = loop.time()
-            await asyncio.gather(app.asgi_app.shutdown(), app.asgi_app.shutdown())  # type: ignore[attr-defined]
-            return loop.time() - started
-
-        took = server.call(both())
+        took = server.timed(lambda: asyncio.gather(app.asgi_app.shutdown(), app.asgi_app.shutdown()))  # type: ignore[attr-defined]
         assert close_frame(ws) == GOING_AWAY
     assert seen[-1] == "teardown /sync WebsocketDisconnect(1001, 'server shutting down')"
     assert took < 2, took  # neither waited for its timeout (3 s)

@@ -20,12 +20,13 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import kosoku  # noqa: E402
-from hardening.soak.serve import ServerProcess  # noqa: E402
+from hardening.soak import APP  # noqa: E402
+from support.servers import SocketServer  # noqa: E402
 
 
 def main(route: str = "/echo", *cases: str) -> None:
     selection = list(cases) or ["12.*", "13.*"]
-    with ServerProcess("hypercorn") as server:
+    with SocketServer("hypercorn", APP) as server:
         started = time.monotonic()
         try:
             results = asyncio.run(kosoku.run_fuzzingclient(server.ws_url + route, selection, concurrency=4))

@@ -19,8 +19,9 @@ import typing as t
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+from hardening.soak import APP  # noqa: E402
 from hardening.soak.churn import server_counts  # noqa: E402
-from hardening.soak.serve import ServerProcess  # noqa: E402
+from support.servers import SocketServer  # noqa: E402
 from websockets.asyncio.client import connect  # noqa: E402
 
 
@@ -91,7 +92,7 @@ async def run(ws_url: str, connections: int, seconds: float) -> dict[str, t.Any]
 def main() -> None:
     connections = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
     seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 30.0
-    with ServerProcess("hypercorn") as server:
+    with SocketServer("hypercorn", APP) as server:
         figures = asyncio.run(run(server.ws_url, connections, seconds))
     print(json.dumps(figures, indent=2))
 
