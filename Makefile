@@ -1,5 +1,5 @@
 # `make run` serves the echo example; `make test` runs the test suite
-# (`make test tests/test_websocket.py::test_misuse_errors_say_what_to_do` or
+# (`make test tests/e2e/test_websocket.py::test_misuse_errors_say_what_to_do` or
 # `make test ARGS="-k misuse"` runs a selection).
 # Both install what they need first, into a virtualenv: the active one if there
 # is one (VIRTUAL_ENV set), otherwise the project's own .venv, created with
@@ -60,7 +60,7 @@ run: $(RUN_STAMP)
 
 # With `test` among the goals, the goals that are not targets here are what
 # pytest should run, node IDs included:
-# `make test tests/test_websocket.py::test_misuse_errors_say_what_to_do`
+# `make test tests/e2e/test_websocket.py::test_misuse_errors_say_what_to_do`
 # (or `make install test ...`). pytest's options go in ARGS (make reads dashes
 # as its own).
 TARGETS := venv install run test bench docs dist matrix typecheck

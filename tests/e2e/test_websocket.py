@@ -14,7 +14,7 @@ from importlib.metadata import version
 
 import pytest
 from flask import Flask, abort, g, request, session, url_for
-from servers import SERVERS, LiveServer, needs_hypercorn_cancel
+from support.servers import SERVERS, LiveServer, needs_hypercorn_cancel
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 from werkzeug.datastructures import Headers
@@ -1509,7 +1509,7 @@ def test_thread_mode_handler_busy_elsewhere_learns_of_the_departure_from_the_web
 
 @pytest.mark.parametrize("server", [pytest.param("hypercorn", marks=needs_hypercorn_cancel), "uvicorn"])
 def test_server_shutdown_closes_sockets_and_runs_teardown(server: str) -> None:
-    from servers import LiveServer
+    from support.servers import LiveServer
 
     app = make_app()
     seen: list[BaseException | None] = []

@@ -11,7 +11,7 @@ import os
 import typing as t
 
 import pytest
-from servers import LiveServer
+from support.servers import LiveServer
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -13,7 +13,7 @@ import typing as t
 
 import pytest
 from flask import Blueprint, Flask
-from servers import SERVERS, LiveServer
+from support.servers import SERVERS, LiveServer
 from websockets.exceptions import ConnectionClosed as ClientClosed
 from websockets.sync.client import ClientConnection, connect
 

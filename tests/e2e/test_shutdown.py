@@ -21,15 +21,14 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
-from servers import HYPERCORN_WAITS_FOR_CONNECTIONS, LiveServer
-from soak.serve import SOCKET_ENV, ServerProcess
+from support.servers import HYPERCORN_WAITS_FOR_CONNECTIONS, SOCKET_ENV, LiveServer, SocketServer
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from flask_asyncws import AsyncWS, WebsocketDisconnect, websocket
 
 GOING_AWAY = (1001, "server shutting down")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def echoing(stack: contextlib.ExitStack, url: str) -> ClientConnection:
@@ -55,8 +54,8 @@ def refused_status(url: str) -> int:
     return info.value.response.status_code
 
 
-class ShutdownServer(ServerProcess):
-    """``tests/shutdown_app.py`` in a server process, with its log and release files."""
+class ShutdownServer(SocketServer):
+    """``tests/support/shutdown_app.py`` in a server process, with its log and release files."""
 
     def __init__(self, server: str, folder: Path, command: list[str] | None = None) -> None:
         self.log = folder / "log"
@@ -64,13 +63,10 @@ class ShutdownServer(ServerProcess):
         self.log.touch()
         super().__init__(
             server,
-            "shutdown_app:asgi",
+            "support.shutdown_app:asgi",
             env={"SHUTDOWN_LOG": str(self.log), "SHUTDOWN_RELEASE": str(self.release)},
+            command=command,
         )
-        self._command = command
-
-    def command(self) -> list[str]:
-        return self._command or super().command()
 
     def lines(self) -> list[str]:
         return self.log.read_text().splitlines()
@@ -94,7 +90,7 @@ def test_run_closes_open_websockets_on_a_signal(tmp_path: Path, how: str, signum
     and the process exits cleanly: on every Python."""
     command = None
     if how == "AsyncWS.run()":
-        command = [sys.executable, "-c", "from shutdown_app import asyncws; asyncws.run()"]
+        command = [sys.executable, "-c", "from support.shutdown_app import asyncws; asyncws.run()"]
     elif how == "serve.py":
         script = tmp_path / "serve.py"
         script.write_text(serve_py())
@@ -126,7 +122,7 @@ def serve_py() -> str:
     blocks = [textwrap.dedent(block) for block in re.findall(r"```python\n(.*?)```", text, re.S)]
     (block,) = [block for block in blocks if block.startswith("# serve.py")]
     replaced = {
-        "from myproject import app": "from shutdown_app import app",
+        "from myproject import app": "from support.shutdown_app import app",
         'config.bind = ["0.0.0.0:8000"]': f'config.bind = ["fd://" + __import__("os").environ["{SOCKET_ENV}"]]',
     }
     for old, new in replaced.items():
@@ -139,7 +135,7 @@ def serve_py() -> str:
 
 
 def test_hypercorn_sigterm_on_open_websockets(tmp_path: Path) -> None:
-    """What ``hypercorn shutdown_app:asgi`` does on SIGTERM with websockets open.
+    """What ``hypercorn support.shutdown_app:asgi`` does on SIGTERM with websockets open.
 
     Up to Python 3.12.0 it waits its graceful timeout (3 s here), then cancels
     the connections: clients get 1001, teardowns run, then ``after_serving``.
@@ -277,14 +273,7 @@ def test_asgi_app_shutdown_cancels_what_outlives_its_timeout(hypercorn: t.Callab
     with connect(server.ws_url + "/stubborn") as ws:
         ws.send("hello")
         assert ws.recv(10) == "hello"
-
-        async def timed() -> float:
-            loop = asyncio.get_running_loop()
-            started = loop.time()
-            await app.asgi_app.shutdown(0.2)  # type: ignore[attr-defined]
-            return loop.time() - started
-
-        took = server.call(timed())
+        took = server.timed(lambda: app.asgi_app.shutdown(0.2))  # type: ignore[attr-defined]
         assert close_frame(ws) == GOING_AWAY
     assert seen == ["CancelledError()"]
     assert 0.2 <= took < 2, took
@@ -303,14 +292,7 @@ def test_concurrent_shutdowns_wait_for_the_same_connections(hypercorn: t.Callabl
     with connect(server.ws_url + "/sync") as ws:
         ws.send("hello")
         assert ws.recv(10) == "hello"
-
-        async def both() -> float:
-            loop = asyncio.get_running_loop()
-            started = loop.time()
-            await asyncio.gather(app.asgi_app.shutdown(), app.asgi_app.shutdown())  # type: ignore[attr-defined]
-            return loop.time() - started
-
-        took = server.call(both())
+        took = server.timed(lambda: asyncio.gather(app.asgi_app.shutdown(), app.asgi_app.shutdown()))  # type: ignore[attr-defined]
         assert close_frame(ws) == GOING_AWAY
     assert seen[-1] == "teardown /sync WebsocketDisconnect(1001, 'server shutting down')"
     assert took < 2, took  # neither waited for its timeout (3 s)

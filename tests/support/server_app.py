@@ -1,4 +1,4 @@
-"""The app the server-process tests serve (``tests/servers.py``'s :class:`ServerProcess`).
+"""The app the server-process tests serve (:class:`support.servers.DocsServer`).
 
 Daphne and granian run it as a real process, so it lives in a module they can
 import. What the process saw (the close code a handler got, the serving hooks)

@@ -5,7 +5,7 @@ each with its own signed session cookie and query argument. On every message
 the server checks that ``g``, ``session``, ``websocket`` and ``request`` all
 belong to the connection that sent it, and the client checks the echo.
 
-Run: ``python tests/soak/isolation.py [CONNECTIONS] [SECONDS]`` (defaults 1000, 30).
+Run: ``python tests/hardening/soak/isolation.py [CONNECTIONS] [SECONDS]`` (defaults 1000, 30).
 """
 
 from __future__ import annotations
@@ -17,17 +17,17 @@ import sys
 import time
 import typing as t
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+from hardening.soak import APP  # noqa: E402
+from hardening.soak.churn import server_counts  # noqa: E402
+from support.servers import SocketServer  # noqa: E402
 from websockets.asyncio.client import connect  # noqa: E402
-
-from soak.churn import server_counts  # noqa: E402
-from soak.serve import ServerProcess  # noqa: E402
 
 
 def session_cookie(tag: str) -> str:
     """A session cookie the app accepts, holding ``{"tag": tag}``."""
-    from soak.app import app
+    from hardening.soak.app import app
 
     serializer = app.session_interface.get_signing_serializer(app)  # type: ignore[attr-defined]
     return f"{app.config['SESSION_COOKIE_NAME']}={serializer.dumps({'tag': tag})}"
@@ -92,7 +92,7 @@ async def run(ws_url: str, connections: int, seconds: float) -> dict[str, t.Any]
 def main() -> None:
     connections = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
     seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 30.0
-    with ServerProcess("hypercorn") as server:
+    with SocketServer("hypercorn", APP) as server:
         figures = asyncio.run(run(server.ws_url, connections, seconds))
     print(json.dumps(figures, indent=2))
 

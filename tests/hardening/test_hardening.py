@@ -27,13 +27,12 @@ import kosoku
 import pytest
 import websockets
 from flask import Flask, abort, request, session
+from hardening.soak import APP, churn, isolation, shutdown
+from hardening.soak.app import app as soak_app
+from hardening.soak.app import flood_sent, rss_kib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from servers import LiveServer, needs_hypercorn_cancel
-from soak import churn, isolation, shutdown
-from soak.app import app as soak_app
-from soak.app import flood_sent, rss_kib
-from soak.serve import ServerProcess
+from support.servers import TESTS, LiveServer, SocketServer, needs_hypercorn_cancel
 from websockets.sync.client import connect
 
 from flask_asyncws import AsyncWS, WebsocketDisconnect, await_, run_sync, websocket
@@ -98,7 +97,7 @@ def test_autobahn_compression_cases(route: str, capsys: pytest.CaptureFixture[st
 
 def test_churn_leaves_nothing_behind() -> None:
     """10,000 connections (clean, dropped, mid-handshake): nothing is left."""
-    with ServerProcess("hypercorn") as server:
+    with SocketServer("hypercorn", APP) as server:
         figures = asyncio.run(churn.run(server, 10_000, 200))
     before, after = figures["baseline"], figures["after"]
     kinds = ("greenlets", "connections", "websockets", "websocket_contexts", "request_contexts", "threads", "tasks")
@@ -604,7 +603,7 @@ LOGGING_SCRIPT = """
 import logging, logging.config, sys
 from flask import Flask
 from flask_asyncws import AsyncWS, websocket
-from servers import LiveServer, needs_hypercorn_cancel
+from support.servers import LiveServer, needs_hypercorn_cancel
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -638,7 +637,7 @@ def test_warnings_are_shown_like_flasks_own_or_as_logging_is_configured(setup: s
     """With no logging set up a warning has Flask's format; logging set up
     after the app is created (even by a dictConfig that disables the loggers
     existing then) takes it, and it is shown once."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run(
         [sys.executable, "-c", LOGGING_SCRIPT, setup], env=env, capture_output=True, text=True, timeout=60
     )
@@ -788,7 +787,7 @@ def test_blocking_handler_is_reported_and_run_sync_cures_it(caplog: pytest.LogCa
 
 def test_isolation_under_load() -> None:
     """1,000 concurrent sync and async connections for 5 s: zero mismatches."""
-    with ServerProcess("hypercorn") as server:
+    with SocketServer("hypercorn", APP) as server:
         figures = asyncio.run(isolation.run(server.ws_url, 1000, 5.0))
     assert figures["messages"] > 1000
     assert figures["client_mismatches"] == 0 and figures["server_mismatches"] == 0, figures

@@ -5,7 +5,7 @@ Every client must get a close frame, teardown must run for every connection
 connections, and the server must then exit; ``teardown_window`` says when the
 teardowns ran, ``exit_seconds`` when the server was gone.
 
-Run: ``python tests/soak/shutdown.py [hypercorn|uvicorn|asyncws] [CONNECTIONS]``
+Run: ``python tests/hardening/soak/shutdown.py [hypercorn|uvicorn|asyncws] [CONNECTIONS]``
 (``asyncws``: ``flask asyncws run``).
 """
 
@@ -20,12 +20,12 @@ import tempfile
 import time
 import typing as t
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+from hardening.soak import APP  # noqa: E402
+from support.servers import SocketServer  # noqa: E402
 from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
-
-from soak.serve import ServerProcess  # noqa: E402
 
 
 async def _open(ws_url: str, n: int) -> ClientConnection:
@@ -47,7 +47,7 @@ async def _until_closed(ws: ClientConnection) -> str:
     return "no close frame" if frame is None else f"close {frame.code}"
 
 
-async def _run(server: ServerProcess, connections: int) -> dict[str, t.Any]:
+async def _run(server: SocketServer, connections: int) -> dict[str, t.Any]:
     sockets = []
     for start in range(0, connections, 100):
         sockets += await asyncio.gather(*(_open(server.ws_url, n) for n in range(start, min(start + 100, connections))))
@@ -72,7 +72,9 @@ def run(server_name: str, connections: int, graceful_timeout: int = 3) -> dict[s
     with tempfile.TemporaryDirectory() as folder:
         log = os.path.join(folder, "teardowns")
         open(log, "w").close()
-        with ServerProcess(server_name, graceful_timeout=graceful_timeout, env={"SOAK_TEARDOWN_LOG": log}) as server:
+        with SocketServer(
+            server_name, APP, graceful_timeout=graceful_timeout, env={"SOAK_TEARDOWN_LOG": log}
+        ) as server:
             started = time.monotonic()
             figures = asyncio.run(_run(server, connections))
             figures["open_seconds"] = round(time.monotonic() - started - figures["exit_seconds"], 2)

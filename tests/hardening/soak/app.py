@@ -5,7 +5,7 @@ with its own ``g``, ``session``, ``websocket`` and ``request``, and an async
 ``/_debug/counts`` route that reports what is alive in the server process, so
 a test can check nothing is left behind after the connections are gone.
 
-Serve it with ``hypercorn soak.app:asgi`` (``tests`` on the path). Set
+Serve it with ``hypercorn hardening.soak.app:asgi`` (``tests`` on the path). Set
 ``SOAK_TEARDOWN_LOG`` to a file name to have every teardown append a line.
 """
 
@@ -22,7 +22,7 @@ import typing as t
 
 import greenlet
 from flask import Flask, g, request, session
-from versions import REQUEST_CONTEXT
+from support.versions import REQUEST_CONTEXT
 
 from flask_asyncws import AsyncWS, Websocket, run_sync, websocket
 from flask_asyncws._asgi import Connection

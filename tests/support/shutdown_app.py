@@ -1,6 +1,6 @@
 """The app the shutdown tests serve in a separate process.
 
-Serve it with ``hypercorn shutdown_app:asgi`` or ``flask --app shutdown_app
+Serve it with ``hypercorn support.shutdown_app:asgi`` or ``flask --app support.shutdown_app
 asyncws run`` (``tests`` on the path). Each teardown and ``after_serving``
 appends a line to the file named by ``SHUTDOWN_LOG``. ``/slow`` answers the
 client leaving by waiting for the file named by ``SHUTDOWN_RELEASE`` to

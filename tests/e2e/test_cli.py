@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import datetime
 import os
-import queue
 import re
 import signal
 import socket
 import ssl
-import subprocess
 import sys
 import textwrap
-import threading
 import time
 import typing as t
 from pathlib import Path
@@ -20,80 +17,34 @@ from pathlib import Path
 import httpx
 import pytest
 from flask import Flask
+from support.servers import ServerProcess
 from websockets.exceptions import InvalidStatus, WebSocketException
 from websockets.sync.client import connect
 
 from flask_asyncws import AsyncWS
 from flask_asyncws.cli import asyncws_cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 20
 RUNNING = re.compile(r"Running on (https?)://127\.0\.0\.1:(\d+)")
 
 
-class Server:
-    """A server process; its output is collected line by line."""
+def spawn(*args: str, cwd: Path = ROOT, pythonpath: Path | None = None) -> ServerProcess:
+    """``python *args`` (a server that prints where it runs), stopped with SIGINT."""
+    return ServerProcess(
+        [sys.executable, *args],
+        cwd=cwd,
+        env={"PYTHONUNBUFFERED": "1", "FLASK_DEBUG": None, "FLASK_APP": None},
+        pythonpath=None if pythonpath is None else [pythonpath],
+        exit_signal=signal.SIGINT,
+        exit_timeout=TIMEOUT,
+    )
 
-    def __init__(self, *args: str, cwd: Path = ROOT, pythonpath: Path | None = None) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        if pythonpath is not None:
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), env.get("PYTHONPATH")]))
-        env.pop("FLASK_DEBUG", None)
-        env.pop("FLASK_APP", None)
-        self.proc = subprocess.Popen(
-            [sys.executable, *args],
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.output: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line)
-        self.lines.put(None)  # the process closed its output
-
-    def wait_for(self, pattern: re.Pattern[str] | str) -> re.Match[str]:
-        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
-        deadline = time.monotonic() + TIMEOUT
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if line is None:
-                self.lines.put(None)
-                break
-            self.output.append(line)
-            match = regex.search(line)
-            if match:
-                return match
-        raise AssertionError(f"no {regex.pattern!r} in the output:\n{''.join(self.output)}")
-
-    def url(self) -> tuple[str, int]:
-        match = self.wait_for(RUNNING)
-        return match.group(1), int(match.group(2))
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-        try:
-            return self.proc.wait(TIMEOUT)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
-
-    def __enter__(self) -> Server:
-        return self
-
-    def __exit__(self, *exc: t.Any) -> None:
-        self.stop()
+def running_on(server: ServerProcess) -> tuple[str, int]:
+    """The scheme and port the server says it runs on."""
+    match = server.wait_for(RUNNING, TIMEOUT)
+    return match.group(1), int(match.group(2))
 
 
 def echo_once(url: str, **options: t.Any) -> t.Any:
@@ -111,20 +62,20 @@ def test_command_is_registered() -> None:
 
 
 def test_flask_asyncws_run_serves_http_and_websockets() -> None:
-    with Server("-m", "flask", "--app", "examples.echo.app", "asyncws", "run", "--port", "0") as server:
-        _, port = server.url()
+    with spawn("-m", "flask", "--app", "examples.echo.app", "asyncws", "run", "--port", "0") as server:
+        _, port = running_on(server)
         assert echo_once(f"ws://127.0.0.1:{port}/echo") == "ping"
         assert echo_once(f"ws://127.0.0.1:{port}/aecho") == "ping"
         assert httpx.get(f"http://127.0.0.1:{port}/", trust_env=False, timeout=TIMEOUT).status_code == 200
-        assert server.stop() == 0
+        assert server.stop(signal.SIGINT) == 0
 
 
 def test_port_in_use_is_a_clear_error() -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        with Server("-m", "flask", "--app", "examples.echo.app", "asyncws", "run", "--port", str(port)) as server:
+        with spawn("-m", "flask", "--app", "examples.echo.app", "asyncws", "run", "--port", str(port)) as server:
             assert server.proc.wait(TIMEOUT) == 1
-            server.wait_for(f"Error: Port {port} on 127.0.0.1 is in use by another program")
+            server.wait_for(f"Error: Port {port} on 127.0.0.1 is in use by another program", TIMEOUT)
 
 
 def test_run_from_a_script(tmp_path: Path) -> None:
@@ -139,11 +90,11 @@ def test_run_from_a_script(tmp_path: Path) -> None:
             """
         )
     )
-    with Server(str(tmp_path / "script.py"), cwd=tmp_path, pythonpath=ROOT) as server:
-        _, port = server.url()
+    with spawn(str(tmp_path / "script.py"), cwd=tmp_path, pythonpath=ROOT) as server:
+        _, port = running_on(server)
         server.wait_for("Press CTRL")
         assert echo_once(f"ws://127.0.0.1:{port}/echo") == "ping"
-        assert server.stop() == 0
+        assert server.stop(signal.SIGINT) == 0
 
 
 APP_SOURCE = """
@@ -163,18 +114,18 @@ def echo():
 def test_reload_restarts_on_change_and_keeps_the_port(tmp_path: Path) -> None:
     source = tmp_path / "reloading_app.py"
     source.write_text(APP_SOURCE.format(prefix="v1 "))
-    with Server(
+    with spawn(
         "-m", "flask", "--app", "reloading_app", "--debug", "asyncws", "run", "--port", "0", cwd=tmp_path
     ) as server:
-        server.wait_for("Debug mode: on")
-        _, port = server.url()
-        server.wait_for("Restarting on changes")
+        server.wait_for("Debug mode: on", TIMEOUT)
+        _, port = running_on(server)
+        server.wait_for("Restarting on changes", TIMEOUT)
         url = f"ws://127.0.0.1:{port}/echo"
         assert echo_once(url) == "v1 ping"
 
         source.write_text(APP_SOURCE.format(prefix="v2 "))
         os.utime(source, (time.time() + 5, time.time() + 5))  # a newer mtime even on coarse clocks
-        server.wait_for("Detected a change, restarting")
+        server.wait_for("Detected a change, restarting", TIMEOUT)
         deadline = time.monotonic() + TIMEOUT
         reply = None
         while reply != "v2 ping" and time.monotonic() < deadline:
@@ -183,14 +134,14 @@ def test_reload_restarts_on_change_and_keeps_the_port(tmp_path: Path) -> None:
             except (OSError, WebSocketException):
                 time.sleep(0.05)  # the old process is stopping; the new one is loading the app
         assert reply == "v2 ping"
-        assert server.stop() == 0
+        assert server.stop(signal.SIGINT) == 0
 
 
 def test_tls(tmp_path: Path) -> None:
     cert, key = self_signed_certificate(tmp_path)
     args = ["-m", "flask", "--app", "examples.echo.app", "asyncws", "run", "--port", "0", "--cert", cert, "--key", key]
-    with Server(*args) as server:
-        scheme, port = server.url()
+    with spawn(*args) as server:
+        scheme, port = running_on(server)
         assert scheme == "https"
         context = ssl.create_default_context(cafile=cert)
         assert echo_once(f"wss://127.0.0.1:{port}/echo", ssl=context, server_hostname="localhost") == "ping"
@@ -283,7 +234,7 @@ def ws():
 """
 
 
-def werkzeug_server(directory: Path) -> Server:
+def werkzeug_server(directory: Path) -> ServerProcess:
     """``flask run`` (Werkzeug's development server) on a free port, without asgiref."""
     (directory / "werkzeug_app.py").write_text(WERKZEUG_APP)
     # Flask's own async_to_sync needs asgiref (its "async" extra), not a dependency.
@@ -291,12 +242,12 @@ def werkzeug_server(directory: Path) -> Server:
     blocked.mkdir(parents=True)
     (blocked / "__init__.py").write_text("raise ImportError('asgiref is not installed')\n")
     args = ("-m", "flask", "--app", "werkzeug_app", "run", "--port", "0")
-    return Server(*args, cwd=directory, pythonpath=blocked.parent)
+    return spawn(*args, cwd=directory, pythonpath=blocked.parent)
 
 
 def test_flask_run_serves_async_views(tmp_path: Path) -> None:
     with werkzeug_server(tmp_path) as server:
-        _, port = server.url()
+        _, port = running_on(server)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT) as client:
             assert client.post("/json", json={"a": [1]}).json() == {"json": {"a": [1]}}
             response = client.post("/form", data={"name": "n"}, files={"file": ("f.txt", b"content")})
@@ -305,7 +256,7 @@ def test_flask_run_serves_async_views(tmp_path: Path) -> None:
 
 def test_flask_run_tells_a_websocket_client_how_to_serve_websockets(tmp_path: Path) -> None:
     with werkzeug_server(tmp_path) as server:
-        _, port = server.url()
+        _, port = running_on(server)
         with pytest.raises(InvalidStatus) as refused:
             connect(f"ws://127.0.0.1:{port}/ws", proxy=None, open_timeout=TIMEOUT)
     response = refused.value.response

@@ -16,7 +16,7 @@ import typing as t
 import httpx
 import pytest
 from flask import Flask, abort, session
-from servers import LiveServer
+from support.servers import LiveServer
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 

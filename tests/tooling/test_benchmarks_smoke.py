@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 #: Each half starts a server process per configuration.
 HALVES = (("echo", "scale"), ("handshake", "memory"))
 

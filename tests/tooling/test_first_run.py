@@ -15,17 +15,17 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from support.servers import ServerProcess, listening_socket
 from test_packaging import NOT_IN_A_CLONE
 from websockets.sync.client import connect
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 
 # How this machine reaches the package index (a proxy, a mirror, a CA bundle):
@@ -73,13 +73,14 @@ def site_packages(python: Path, env: dict[str, str]) -> dict[str, list[str] | No
     return {path: sorted(os.listdir(path)) if os.path.isdir(path) else None for path in json.loads(listed.stdout)}
 
 
-def echo(url: str, deadline: float, server: subprocess.Popen[bytes], log: Path) -> str:
+def echo(url: str, deadline: float, server: ServerProcess) -> str:
     """A message echoed at ``url``, once the server has started (it installs first)."""
+    assert server.proc is not None
     while True:
-        if server.poll() is not None:
-            pytest.fail(f"make run exited with {server.returncode}:\n{log.read_text()}")
+        if server.proc.poll() is not None:
+            pytest.fail(f"make run exited with {server.proc.returncode}:\n{server.output}")
         if time.monotonic() > deadline:
-            pytest.fail(f"make run did not serve in time:\n{log.read_text()}")
+            pytest.fail(f"make run did not serve in time:\n{server.output}")
         # The socket listens already: the handshake completes once hypercorn accepts.
         try:
             with connect(url, open_timeout=5, close_timeout=5) as ws:
@@ -89,21 +90,9 @@ def echo(url: str, deadline: float, server: subprocess.Popen[bytes], log: Path) 
             continue
         except Exception:
             try:  # a server that went away on its own says why in its log
-                server.wait(10)
+                server.proc.wait(10)
             except subprocess.TimeoutExpired:
                 raise
-
-
-def stop(server: subprocess.Popen[bytes]) -> None:
-    """Stop make and the server it started (its own process group), as Ctrl+C does."""
-    try:
-        os.killpg(server.pid, signal.SIGINT)
-        server.wait(30)
-    except ProcessLookupError:  # make exited, and nothing it started is left
-        pass
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait(10)
 
 
 def dry_run(clone: Path, env: dict[str, str], *goals: str) -> list[str]:
@@ -123,29 +112,19 @@ def test_make_run_on_a_fresh_debian_machine_serves_from_its_own_venv(tmp_path: P
     shutil.copytree(ROOT, clone, ignore=NOT_IN_A_CLONE)
     before = site_packages(python, env)
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    port = sock.getsockname()[1]
-    log = tmp_path / "make-run.log"
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            ["make", "run", f"BIND=fd://{sock.fileno()}"],
-            cwd=clone,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            pass_fds=[sock.fileno()],
-            start_new_session=True,
-        )
-    sock.close()  # the server holds its own copy
-    try:
+    sock = listening_socket(16)
+    # make and the server it starts lead a process group of their own, stopped
+    # with SIGINT as Ctrl+C does.
+    command = ["make", "run", f"BIND=fd://{sock.fileno()}"]
+    run = ServerProcess(
+        command, cwd=clone, env=env, inherit_env=False, pythonpath=None, sock=sock, new_session=True,
+        exit_signal=signal.SIGINT,
+    )  # fmt: skip
+    with run as server:
         started = time.monotonic()
-        assert echo(f"ws://127.0.0.1:{port}/echo", started + 420, server, log) == "hello"
+        assert echo(f"{server.ws_url}/echo", started + 420, server) == "hello"
         first_run = time.monotonic() - started
-        assert echo(f"ws://127.0.0.1:{port}/aecho", time.monotonic() + 30, server, log) == "hello"
-    finally:
-        stop(server)
+        assert echo(f"{server.ws_url}/aecho", time.monotonic() + 30, server) == "hello"
     print(f"make run served after {first_run:.1f} s (venv created, runtime installed)", file=sys.stderr)
 
     # The project's own virtualenv, made from the system Python...
@@ -211,7 +190,7 @@ def test_make_run_on_a_fresh_debian_machine_serves_from_its_own_venv(tmp_path: P
         (no_apt / name).write_text(f'#!/bin/sh\necho "{name} $*: the suite needs these packages" >&2\nexit 1\n')
         (no_apt / name).chmod(0o755)
     ci = subprocess.run(
-        ["bash", ".ci/run", "tests/test_units.py"],
+        ["bash", ".ci/run", "tests/unit/test_units.py"],
         cwd=clone,
         env={**env, "PATH": f"{no_apt}:{env['PATH']}"},
         capture_output=True,

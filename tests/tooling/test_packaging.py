@@ -16,7 +16,7 @@ from pathlib import Path
 
 import flask_asyncws
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # Local state a developer's tree may hold; a fresh clone has none of it.
 NOT_IN_A_CLONE = shutil.ignore_patterns(

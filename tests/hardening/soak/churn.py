@@ -6,7 +6,7 @@ Afterwards the server must hold no more greenlets, tasks, threads, contexts or
 connection objects than before, its RSS must be near the baseline, and
 teardown must have run exactly once for every connection that was accepted.
 
-Run: ``python tests/soak/churn.py [TOTAL] [WAVE]`` (defaults 10000, 200).
+Run: ``python tests/hardening/soak/churn.py [TOTAL] [WAVE]`` (defaults 10000, 200).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import sys
 import time
 import typing as t
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+from hardening.soak import APP  # noqa: E402
+from support.servers import SocketServer  # noqa: E402
 from websockets.asyncio.client import connect  # noqa: E402
-
-from soak.serve import ServerProcess  # noqa: E402
 
 
 async def server_counts(ws_url: str) -> dict[str, t.Any]:
@@ -85,7 +85,7 @@ async def settle(ws_url: str, expected_teardowns: int, timeout: float = 30.0) ->
         await asyncio.sleep(0.2)
 
 
-async def run(server: ServerProcess, total: int, wave: int) -> dict[str, t.Any]:
+async def run(server: SocketServer, total: int, wave: int) -> dict[str, t.Any]:
     # Warm up so one-off allocations (imports, caches, pools) are in the baseline.
     await churn(server.ws_url, server.port, 300, 150, prefix="warm")
     warm = await settle(server.ws_url, 200)
@@ -100,7 +100,7 @@ async def run(server: ServerProcess, total: int, wave: int) -> dict[str, t.Any]:
 def main() -> None:
     total = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
     wave = int(sys.argv[2]) if len(sys.argv) > 2 else 200
-    with ServerProcess("hypercorn") as server:
+    with SocketServer("hypercorn", APP) as server:
         figures = asyncio.run(run(server, total, wave))
     print(json.dumps(figures, indent=2))
 

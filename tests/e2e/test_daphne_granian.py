@@ -1,4 +1,4 @@
-"""docs/servers.md, claim by claim, over real server processes (tests/server_app.py).
+"""docs/servers.md, claim by claim, over real server processes (tests/support/server_app.py).
 
 Daphne and granian run only as their own process; hypercorn and uvicorn run the
 same way where a claim covers all four servers (every close reaches the client).
@@ -12,19 +12,19 @@ import time
 import typing as t
 
 import pytest
-from servers import ALL_SERVERS, ServerProcess
+from support.servers import ALL_SERVERS, DocsServer
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 
 @pytest.fixture(scope="module")
-def processes() -> t.Iterator[t.Callable[[str], ServerProcess]]:
+def processes() -> t.Iterator[t.Callable[[str], DocsServer]]:
     """One process per server for the module, started when first asked for."""
-    started: dict[str, ServerProcess] = {}
+    started: dict[str, DocsServer] = {}
 
-    def get(server: str) -> ServerProcess:
+    def get(server: str) -> DocsServer:
         if server not in started:
-            started[server] = ServerProcess(server).start()
+            started[server] = DocsServer(server).start()
         return started[server]
 
     yield get
@@ -53,7 +53,7 @@ CLOSES = {
 @pytest.mark.parametrize("server", ALL_SERVERS)
 @pytest.mark.parametrize("case", list(CLOSES))
 def test_every_close_reaches_the_client_as_a_close_frame(
-    processes: t.Callable[[str], ServerProcess], server: str, case: str
+    processes: t.Callable[[str], DocsServer], server: str, case: str
 ) -> None:
     path, code, reason = CLOSES[case]
     srv = processes(server)
@@ -86,7 +86,7 @@ def test_every_close_reaches_the_client_as_a_close_frame(
 
 def test_daphne_serves_http_and_websockets_but_runs_no_lifespan(tmp_path: t.Any) -> None:
     record = tmp_path / "record"
-    with ServerProcess("daphne", env={"ASYNCWS_TEST_RECORD": str(record)}) as srv:
+    with DocsServer("daphne", env={"ASYNCWS_TEST_RECORD": str(record)}) as srv:
         assert srv.get("/hello") == b"hello"
         with connect(srv.ws_url + "/echo", open_timeout=10) as ws:
             ws.send("hi")
@@ -99,7 +99,7 @@ def test_daphne_serves_http_and_websockets_but_runs_no_lifespan(tmp_path: t.Any)
     assert record.read_text().splitlines() == ["teardown WebsocketDisconnect"]  # no before_ or after_serving
 
 
-def test_daphne_refusals_are_a_bare_403_before_the_upgrade(processes: t.Callable[[str], ServerProcess]) -> None:
+def test_daphne_refusals_are_a_bare_403_before_the_upgrade(processes: t.Callable[[str], DocsServer]) -> None:
     srv = processes("daphne")
     for path in ("/deny", "/abort", "/silent"):
         started = time.monotonic()
@@ -110,15 +110,10 @@ def test_daphne_refusals_are_a_bare_403_before_the_upgrade(processes: t.Callable
 
 
 def test_daphne_accepts_a_subprotocol_and_drops_accept_headers_with_a_warning(
-    processes: t.Callable[[str], ServerProcess],
+    processes: t.Callable[[str], DocsServer],
 ) -> None:
     srv = processes("daphne")
-    with connect(srv.ws_url + "/subprotocol", subprotocols=["other", "chat"], open_timeout=10) as ws:  # type: ignore[list-item]
-        assert ws.subprotocol == "chat"
-    with connect(srv.ws_url + "/headers", open_timeout=10) as ws:
-        assert "x-extra" not in ws.response.headers
-        ws.send("x")
-        assert ws.recv(timeout=5) == "x"
+    assert_subprotocol_chosen_and_accept_headers_dropped(srv)
     # Visible at daphne's default verbosity.
     warning = [line for line in srv.output.splitlines() if "Accept headers" in line]
     assert len(warning) == 1 and "WARNING" in warning[0], srv.output
@@ -126,27 +121,21 @@ def test_daphne_accepts_a_subprotocol_and_drops_accept_headers_with_a_warning(
 
 
 def test_daphne_tells_the_app_the_clients_close_code_without_reason(
-    processes: t.Callable[[str], ServerProcess],
+    processes: t.Callable[[str], DocsServer],
 ) -> None:
     srv = processes("daphne")
     assert_app_sees_close(srv, [4001, ""])
 
 
-def test_daphne_largest_incoming_message_is_1_mib(processes: t.Callable[[str], ServerProcess]) -> None:
+def test_daphne_largest_incoming_message_is_1_mib(processes: t.Callable[[str], DocsServer]) -> None:
     srv = processes("daphne")
-    with connect(srv.ws_url + "/echo", max_size=None, open_timeout=10) as ws:
-        ws.send(b"x" * 2**20)
-        assert len(ws.recv(timeout=10)) == 2**20
-        # Daphne (autobahn) drops the connection without a close frame.
-        with pytest.raises(ConnectionClosed) as info:
-            ws.send(b"x" * (2**20 + 1))
-            ws.recv(timeout=10)
-        assert info.value.rcvd is None
+    # Daphne (autobahn) drops the connection without a close frame.
+    assert close_after_the_largest_message(srv, 2**20, timeout=10) is None
 
 
 def test_daphne_pings_at_its_ping_interval(caplog: pytest.LogCaptureFixture) -> None:
     # Every 20 s by default; the option docs/servers.md names makes it 1 s here.
-    with ServerProcess("daphne", args=["--ping-interval", "1"]) as srv:
+    with DocsServer("daphne", args=["--ping-interval", "1"]) as srv:
         with caplog.at_level(logging.DEBUG, logger="websockets.client"):
             with connect(srv.ws_url + "/echo", open_timeout=10, ping_interval=None) as ws:
                 deadline = time.monotonic() + 10
@@ -159,14 +148,36 @@ def test_daphne_pings_at_its_ping_interval(caplog: pytest.LogCaptureFixture) -> 
 
 def test_daphne_closes_a_websocket_after_websocket_timeout() -> None:
     # After 24 hours by default; 1 s here. A close frame with 1000.
-    with ServerProcess("daphne", args=["--websocket_timeout", "1"]) as srv:
+    with DocsServer("daphne", args=["--websocket_timeout", "1"]) as srv:
         with connect(srv.ws_url + "/echo", open_timeout=10) as ws:
             with pytest.raises(ConnectionClosed) as info:
                 ws.recv(timeout=10)
         assert info.value.rcvd is not None and info.value.rcvd.code == 1000
 
 
-def assert_app_sees_close(srv: ServerProcess, expected: list[t.Any]) -> None:
+def assert_subprotocol_chosen_and_accept_headers_dropped(srv: DocsServer) -> None:
+    """The app's subprotocol is chosen; the headers it adds to the accept are not sent."""
+    with connect(srv.ws_url + "/subprotocol", subprotocols=["other", "chat"], open_timeout=10) as ws:  # type: ignore[list-item]
+        assert ws.subprotocol == "chat"
+    with connect(srv.ws_url + "/headers", open_timeout=10) as ws:
+        assert "x-extra" not in ws.response.headers
+        ws.send("x")
+        assert ws.recv(timeout=5) == "x"
+
+
+def close_after_the_largest_message(srv: DocsServer, largest: int, timeout: float) -> t.Any:
+    """Echo a message of ``largest`` bytes, then send one byte more: the close
+    frame the client gets (None: none)."""
+    with connect(srv.ws_url + "/echo", max_size=None, open_timeout=10) as ws:
+        ws.send(b"x" * largest)
+        assert len(ws.recv(timeout=timeout)) == largest
+        with pytest.raises(ConnectionClosed) as info:
+            ws.send(b"x" * (largest + 1))
+            ws.recv(timeout=timeout)
+    return info.value.rcvd
+
+
+def assert_app_sees_close(srv: DocsServer, expected: list[t.Any]) -> None:
     with connect(srv.ws_url + "/wait", open_timeout=10) as ws:
         ws.send("x")
         ws.close(4001, "bye")
@@ -181,7 +192,7 @@ def assert_app_sees_close(srv: ServerProcess, expected: list[t.Any]) -> None:
 
 def test_granian_serves_http_websockets_and_the_lifespan(tmp_path: t.Any) -> None:
     record = tmp_path / "record"
-    with ServerProcess("granian", env={"ASYNCWS_TEST_RECORD": str(record)}) as srv:
+    with DocsServer("granian", env={"ASYNCWS_TEST_RECORD": str(record)}) as srv:
         assert srv.get("/hello") == b"hello"
         assert b'"serving":true' in srv.get("/seen").replace(b" ", b"")
         with connect(srv.ws_url + "/echo", open_timeout=10) as ws:
@@ -193,7 +204,7 @@ def test_granian_serves_http_websockets_and_the_lifespan(tmp_path: t.Any) -> Non
     assert record.read_text().splitlines() == ["before_serving", "teardown WebsocketDisconnect", "after_serving"]
 
 
-def test_granian_refuses_with_the_apps_response(processes: t.Callable[[str], ServerProcess]) -> None:
+def test_granian_refuses_with_the_apps_response(processes: t.Callable[[str], DocsServer]) -> None:
     srv = processes("granian")
     response = refused(srv.ws_url + "/deny")
     assert (response.status_code, response.headers["x-why"], bytes(response.body)) == (401, "token", b"go away")
@@ -201,33 +212,23 @@ def test_granian_refuses_with_the_apps_response(processes: t.Callable[[str], Ser
     assert refused(srv.ws_url + "/silent").status_code == 403
 
 
-def test_granian_accepts_a_subprotocol_and_drops_accept_headers(processes: t.Callable[[str], ServerProcess]) -> None:
+def test_granian_accepts_a_subprotocol_and_drops_accept_headers(processes: t.Callable[[str], DocsServer]) -> None:
     srv = processes("granian")
-    with connect(srv.ws_url + "/subprotocol", subprotocols=["other", "chat"], open_timeout=10) as ws:  # type: ignore[list-item]
-        assert ws.subprotocol == "chat"
-    with connect(srv.ws_url + "/headers", open_timeout=10) as ws:
-        assert "x-extra" not in ws.response.headers
-        ws.send("x")
-        assert ws.recv(timeout=5) == "x"
+    assert_subprotocol_chosen_and_accept_headers_dropped(srv)
 
 
 def test_granian_tells_the_app_the_clients_close_code_without_reason(
-    processes: t.Callable[[str], ServerProcess],
+    processes: t.Callable[[str], DocsServer],
 ) -> None:
     srv = processes("granian")
     assert_app_sees_close(srv, [4001, ""])
 
 
-def test_granian_largest_incoming_message_is_16_mib(processes: t.Callable[[str], ServerProcess]) -> None:
+def test_granian_largest_incoming_message_is_16_mib(processes: t.Callable[[str], DocsServer]) -> None:
     srv = processes("granian")
-    with connect(srv.ws_url + "/echo", max_size=None, open_timeout=10) as ws:
-        ws.send(b"x" * 2**24)
-        assert len(ws.recv(timeout=20)) == 2**24
-        # Granian ends the connection with no close code (a bare close frame or none).
-        with pytest.raises(ConnectionClosed) as info:
-            ws.send(b"x" * (2**24 + 1))
-            ws.recv(timeout=20)
-        assert info.value.rcvd is None or info.value.rcvd.code == 1005
+    # Granian ends the connection with no close code (a bare close frame or none).
+    rcvd = close_after_the_largest_message(srv, 2**24, timeout=20)
+    assert rcvd is None or rcvd.code == 1005
 
 
 REFUSALS = {
@@ -241,7 +242,7 @@ REFUSALS = {
 @pytest.mark.parametrize("refusal", list(REFUSALS))
 def test_granian_exits_cleanly_after_serving_a_refusal(refusal: str, sig: int) -> None:
     path, options, status = REFUSALS[refusal]
-    with ServerProcess("granian") as srv:
+    with DocsServer("granian") as srv:
         assert refused(srv.ws_url + path, **options).status_code == status
         assert srv.stop(sig) == 0  # at once: the refusal is the last thing served
         output = srv.output
@@ -254,7 +255,7 @@ def test_granian_exits_cleanly_after_serving_a_refusal(refusal: str, sig: int) -
 
 def shut_down_with_a_websocket_open(server: str, record: t.Any) -> t.Any:
     """SIGTERM while a handler waits in receive(); the close frame the client got (None: none)."""
-    with ServerProcess(server, env={"ASYNCWS_TEST_RECORD": str(record)}) as srv:
+    with DocsServer(server, env={"ASYNCWS_TEST_RECORD": str(record)}) as srv:
         with connect(srv.ws_url + "/wait", open_timeout=10) as ws:
             ws.send("x")
             deadline = time.monotonic() + 5

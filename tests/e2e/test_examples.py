@@ -5,17 +5,14 @@ from __future__ import annotations
 import importlib
 import json
 import pathlib
-import queue
 import re
-import subprocess
 import sys
-import threading
 import typing as t
 
 import httpx
 import pytest
-from servers import SERVERS, LiveServer
-from versions import REDIRECT_STATUS
+from support.servers import ROOT, SERVERS, LiveServer, ServerProcess
+from support.versions import REDIRECT_STATUS
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
@@ -176,22 +173,9 @@ def test_flask_sock_app_before() -> None:
     assert command[0] == "gunicorn", command
     options = ["--bind", "127.0.0.1:0", "--graceful-timeout", "1"]
     argv = [sys.executable, "-m", command[0], *options, *command[1:]]
-    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
-    lines: queue.Queue[str | None] = queue.Queue()
-    threading.Thread(target=lambda: [*map(lines.put, proc.stderr or ()), lines.put(None)], daemon=True).start()
-    try:
-        while (line := lines.get(timeout=TIMEOUT)) is not None:
-            if match := re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", line):
-                break
-        assert match, "gunicorn did not start"
+    with ServerProcess(argv, cwd=ROOT, exit_timeout=TIMEOUT) as gunicorn:
+        match = gunicorn.wait_for(r"Listening at: http://127\.0\.0\.1:(\d+)", 3 * TIMEOUT)
         assert transcript(f"ws://127.0.0.1:{match.group(1)}") == EXPECTED
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.mark.parametrize("step", ["compat", "after"])
@@ -254,13 +238,13 @@ def test_instructions_name_what_their_command_serves(example: str) -> None:
 
 
 def test_examples_readme_commands_and_addresses() -> None:
-    readme = (pathlib.Path(__file__).parent.parent / "examples" / "README.md").read_text()
+    readme = (pathlib.Path(__file__).parents[2] / "examples" / "README.md").read_text()
     for command in re.findall(r"`((?:hypercorn|gunicorn|flask) [^`]+)`", readme):
         if "…" not in command:
             assert target(command.split()) is not None, command
     assert f"http://127.0.0.1:{default_port(['flask', '--app', 'x', 'asyncws', 'run'])} for `flask" in readme
     assert f"http://127.0.0.1:{default_port(['hypercorn', 'x'])} for\n`hypercorn`, `gunicorn`" in readme
     assert default_port(["gunicorn", "x"]) == default_port(["hypercorn", "x"])
-    makefile = (pathlib.Path(__file__).parent.parent / "Makefile").read_text()
+    makefile = (pathlib.Path(__file__).parents[2] / "Makefile").read_text()
     assert f"BIND ?= 127.0.0.1:{default_port(['hypercorn', 'x'])}\n" in makefile
     assert "--bind $(BIND) examples.echo.app:app.asgi_app" in makefile

@@ -4,7 +4,7 @@ The test suite runs cases 1-7, 9.1, 9.2 and a subset of the permessage-deflate
 cases (12, 13); this runs any selection, by default all of 12 and 13, and
 prints the verdicts per category as JSON.
 
-Run: ``python tests/soak/autobahn.py [ROUTE] [CASE ...]`` (defaults ``/echo``,
+Run: ``python tests/hardening/soak/autobahn.py [ROUTE] [CASE ...]`` (defaults ``/echo``,
 ``12.* 13.*``; ROUTE ``/aecho`` is the async handler).
 """
 
@@ -17,16 +17,16 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import kosoku  # noqa: E402
-
-from soak.serve import ServerProcess  # noqa: E402
+from hardening.soak import APP  # noqa: E402
+from support.servers import SocketServer  # noqa: E402
 
 
 def main(route: str = "/echo", *cases: str) -> None:
     selection = list(cases) or ["12.*", "13.*"]
-    with ServerProcess("hypercorn") as server:
+    with SocketServer("hypercorn", APP) as server:
         started = time.monotonic()
         try:
             results = asyncio.run(kosoku.run_fuzzingclient(server.ws_url + route, selection, concurrency=4))

@@ -29,8 +29,8 @@ from flask import (
     stream_with_context,
     url_for,
 )
-from servers import SERVERS, LiveServer
-from versions import REDIRECT_STATUS, STREAMED_TEARDOWNS
+from support.servers import SERVERS, LiveServer
+from support.versions import REDIRECT_STATUS, STREAMED_TEARDOWNS
 
 from flask_asyncws import AsyncWS
 from flask_asyncws._http import DRAIN_LIMIT, SPOOL_MEMORY, build_environ

@@ -527,13 +527,16 @@ def test_the_readme_test_command_runs_the_node_ids_put_after_it() -> None:
     import shutil
     import subprocess
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     quickstart = (root / "README.md").read_text().split("## Quickstart", 1)[1]
     block = re.search(r"```console\n(.*?)```", quickstart, re.S)
     assert block is not None, "the Quickstart has a console block"
     command = next(line for line in block.group(1).splitlines() if "test" in line)
     assert shutil.which("make"), "make is needed: the README's test command is `make test`"
-    nodes = ["tests/test_websocket.py::test_misuse_errors_say_what_to_do", "tests/test_websocket.py::test_x[uvicorn]"]
+    nodes = [
+        "tests/e2e/test_websocket.py::test_misuse_errors_say_what_to_do",
+        "tests/e2e/test_websocket.py::test_x[uvicorn]",
+    ]
     assert _pytest_arguments(root, command, nodes) == nodes
     assert _pytest_arguments(root, "make install test", nodes) == nodes
     assert _pytest_arguments(root, "make test", []) == []
@@ -568,7 +571,7 @@ def _pytest_arguments(root: Path, command: str, nodes: list[str]) -> list[str]:
 def test_the_installed_flask_is_recognised() -> None:
     """Flask 3.2 takes the context first in its dispatch methods and makes the
     request context an app context; Flask 3.1 does neither."""
-    from versions import FLASK
+    from support.versions import FLASK
 
     from flask_asyncws import _flask_version as flask_version
 
