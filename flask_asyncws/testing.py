@@ -115,7 +115,8 @@ class TestWebsocket:
         and as the ASGI scope a server would build for it."""
         self._builder_args: dict[str, t.Any] = {
             "path": path,
-            "headers": headers,
+            # Read twice (the handshake, the cookie jar's request): an iterator once.
+            "headers": None if headers is None else Headers(headers),
             "query_string": query_string,
             "auth": auth,
             "subdomain": subdomain,

@@ -267,3 +267,12 @@ def test_http_requests_are_not_answered_by_the_cookie_exchange() -> None:
         ws.receive()
     # The app's WSGI callable now passes through the exchange: requests still reach the app.
     assert client.get("/set").get_data(as_text=True) == "set"
+
+
+def test_headers_given_as_an_iterator_reach_the_cookie_jar_too() -> None:
+    app, asyncws = cookie_app()
+    client = asyncws.test_client()
+    client.set_cookie("theme", "dark", domain="example.org")
+    headers = iter([("Host", "example.org")])
+    with client.websocket("/show", headers=headers) as ws:
+        assert ws.receive() == "dark,-"
