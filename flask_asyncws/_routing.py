@@ -18,10 +18,36 @@ from collections import defaultdict
 import flask
 from flask import abort
 from flask.sansio.app import App
+from flask.sansio.blueprints import BlueprintSetupState
 from flask.sansio.scaffold import Scaffold
+from flask.typing import ResponseClass, ResponseReturnValue
 
 HookDict = dict[str | None, list[t.Callable[..., t.Any]]]
-F = t.TypeVar("F", bound=t.Callable[..., t.Any])
+
+# The functions each decorator takes, sync or async, as Flask's flask.typing
+# has them for requests. The decorators return the function they were given,
+# so its own signature is kept.
+WebsocketHandler = (
+    t.Callable[..., ResponseReturnValue | None] | t.Callable[..., t.Awaitable[ResponseReturnValue | None]]
+)
+BeforeWebsocketCallable = (
+    t.Callable[[], ResponseReturnValue | None] | t.Callable[[], t.Awaitable[ResponseReturnValue | None]]
+)
+# The response is None when the handler returned nothing to answer with.
+AfterWebsocketCallable = (
+    t.Callable[[ResponseClass | None], ResponseClass | None]
+    | t.Callable[[ResponseClass | None], t.Awaitable[ResponseClass | None]]
+)
+TeardownWebsocketCallable = (
+    t.Callable[[BaseException | None], None] | t.Callable[[BaseException | None], t.Awaitable[None]]
+)
+ServingCallable = t.Callable[[], None] | t.Callable[[], t.Awaitable[None]]
+
+T_websocket = t.TypeVar("T_websocket", bound=WebsocketHandler)
+T_before_websocket = t.TypeVar("T_before_websocket", bound=BeforeWebsocketCallable)
+T_after_websocket = t.TypeVar("T_after_websocket", bound=AfterWebsocketCallable[t.Any])
+T_teardown_websocket = t.TypeVar("T_teardown_websocket", bound=TeardownWebsocketCallable)
+T_serving = t.TypeVar("T_serving", bound=ServingCallable)
 
 HOOK_KINDS = ("before", "after", "teardown")
 
@@ -50,15 +76,16 @@ def websocket_view(handler: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
     except (KeyError, TypeError):
         pass
 
-    @functools.wraps(handler)
     def view(**kwargs: t.Any) -> t.NoReturn:
         # Reached by a handshake that a WSGI server (flask run, gunicorn) or an
         # ASGI server without websocket support passed on as plain HTTP.
         abort(400, _no_websocket_server_message(flask.current_app.import_name))
 
+    # The handler's name and docs, but not its __dict__: that may hold the mark
+    # inspect.markcoroutinefunction() leaves, and Flask must call the guard as
+    # the sync function it is.
+    functools.update_wrapper(view, handler, updated=())
     view.websocket_handler = handler  # type: ignore[attr-defined]
-    # wraps() copied the handler's attributes; Flask must call the guard as sync code.
-    view.__dict__.pop("_is_coroutine_marker", None)
     try:
         _views[handler] = view
     except TypeError:
@@ -102,15 +129,18 @@ def add_websocket(
     )
 
 
-def websocket(scaffold: Scaffold, rule: str, **options: t.Any) -> t.Callable[[F], F]:
+def websocket(scaffold: Scaffold, rule: str, **options: t.Any) -> t.Callable[[T_websocket], T_websocket]:
     """Decorate a sync or async function to handle websockets at ``rule``."""
 
-    def decorator(func: F) -> F:
+    def decorator(func: T_websocket) -> T_websocket:
         endpoint = options.pop("endpoint", None)
         add_websocket(scaffold, rule, endpoint, func, **options)
         return func
 
     return decorator
+
+
+F = t.TypeVar("F", bound=t.Callable[..., t.Any])
 
 
 def _hook_method(kind: str) -> t.Callable[[flask.Flask, F], F]:
@@ -138,8 +168,9 @@ class Blueprint(flask.Blueprint):
         self.before_websocket_funcs: HookDict = defaultdict(list)
         self.after_websocket_funcs: HookDict = defaultdict(list)
         self.teardown_websocket_funcs: HookDict = defaultdict(list)
+        self.record(self._merge_websocket_hooks)
 
-    def websocket(self, rule: str, **options: t.Any) -> t.Callable[[F], F]:
+    def websocket(self, rule: str, **options: t.Any) -> t.Callable[[T_websocket], T_websocket]:
         """Decorate a sync or async function to handle websockets at ``rule``."""
         return websocket(self, rule, **options)
 
@@ -153,41 +184,42 @@ class Blueprint(flask.Blueprint):
         """Register ``view_func`` as the websocket handler for ``rule``."""
         add_websocket(self, rule, endpoint, view_func, **options)
 
-    def before_websocket(self, func: F) -> F:
+    def before_websocket(self, func: T_before_websocket) -> T_before_websocket:
         """Run before this blueprint's websocket handlers."""
         self.before_websocket_funcs[None].append(func)
         return func
 
-    def after_websocket(self, func: F) -> F:
+    def after_websocket(self, func: T_after_websocket) -> T_after_websocket:
         """Run ``func(response)`` after this blueprint's websocket handlers."""
         self.after_websocket_funcs[None].append(func)
         return func
 
-    def teardown_websocket(self, func: F) -> F:
+    def teardown_websocket(self, func: T_teardown_websocket) -> T_teardown_websocket:
         """Run ``func(exc)`` when a connection to this blueprint ends."""
         self.teardown_websocket_funcs[None].append(func)
         return func
 
-    def before_app_websocket(self, func: F) -> F:
+    def before_app_websocket(self, func: T_before_websocket) -> T_before_websocket:
         """Like :meth:`before_websocket`, for every websocket of the app."""
         self.record_once(lambda state: hooks(state.app, "before")[None].append(func))
         return func
 
-    def after_app_websocket(self, func: F) -> F:
+    def after_app_websocket(self, func: T_after_websocket) -> T_after_websocket:
         """Like :meth:`after_websocket`, for every websocket of the app."""
         self.record_once(lambda state: hooks(state.app, "after")[None].append(func))
         return func
 
-    def teardown_app_websocket(self, func: F) -> F:
+    def teardown_app_websocket(self, func: T_teardown_websocket) -> T_teardown_websocket:
         """Like :meth:`teardown_websocket`, for every websocket of the app."""
         self.record_once(lambda state: hooks(state.app, "teardown")[None].append(func))
         return func
 
-    def register(self, app: App, options: dict[str, t.Any]) -> None:
-        super().register(app, options)
-        name = f"{options.get('name_prefix', '')}.{options.get('name', self.name)}".lstrip(".")
+    def _merge_websocket_hooks(self, state: BlueprintSetupState) -> None:
+        """At each registration, add this blueprint's hooks to the app's,
+        under the blueprint's full dotted name (as Flask does for its own)."""
+        name = f"{state.name_prefix}.{state.name}".lstrip(".")
         for kind in HOOK_KINDS:
             mine: HookDict = getattr(self, f"{kind}_websocket_funcs")
-            registry = hooks(app, kind)
+            registry = hooks(state.app, kind)
             for key, funcs in mine.items():
                 registry[name if key is None else f"{name}.{key}"].extend(funcs)

@@ -16,8 +16,10 @@ import os
 import queue
 import threading
 import typing as t
+import weakref
 from urllib.parse import quote
 
+import flask.testing
 from flask.testing import EnvironBuilder
 from werkzeug.datastructures import EnvironHeaders, Headers
 from werkzeug.test import Client
@@ -26,7 +28,7 @@ from werkzeug.wrappers import Request
 from ._websocket import WebsocketDisconnect
 
 if t.TYPE_CHECKING:
-    import flask
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
     from werkzeug.test import TestResponse
 
     from ._types import Message, Scope
@@ -111,22 +113,23 @@ class TestWebsocket:
     ) -> tuple[Request, Scope]:
         """The handshake as a Werkzeug request (cookies from the client's jar)
         and as the ASGI scope a server would build for it."""
-        builder = EnvironBuilder(
-            self.app,
-            path,
-            headers=headers,
-            query_string=query_string,
-            auth=auth,
-            subdomain=subdomain,
-            environ_base=dict(getattr(self.client, "environ_base", None) or {}),
-        )
+        self._builder_args: dict[str, t.Any] = {
+            "path": path,
+            # Read twice (the handshake, the cookie jar's request): an iterator once.
+            "headers": None if headers is None else Headers(headers),
+            "query_string": query_string,
+            "auth": auth,
+            "subdomain": subdomain,
+            "environ_base": dict(getattr(self.client, "environ_base", None) or {}),
+        }
+        builder = EnvironBuilder(self.app, **self._builder_args)
         try:
             environ = builder.get_environ()
         finally:
             builder.close()
-        # Flask's own session_transaction() uses this to read the jar; see
-        # test_testing.py for the test that pins it.
-        self.client._add_cookies_to_wsgi(environ)
+        cookie = self._cookie_exchange([])
+        if cookie is not None:
+            environ["HTTP_COOKIE"] = cookie
         request = Request(environ)
 
         names = set()
@@ -221,8 +224,36 @@ class TestWebsocket:
     def _store_cookies(self, headers: Headers) -> None:
         cookies = headers.getlist("Set-Cookie")
         if cookies:
-            host = self.request.host.partition(":")[0]
-            self.client._update_cookies_from_response(host, self.request.path, cookies)
+            self._cookie_exchange([("Set-Cookie", cookie) for cookie in cookies])
+
+    def _cookie_exchange(self, answer: list[tuple[str, str]]) -> str | None:
+        """The ``Cookie`` header the client's jar has for the handshake, after
+        storing the ``Set-Cookie`` headers in ``answer`` there.
+
+        The jar is the test client's own; its public way in and out is a
+        request: this one goes to the handshake's URL through the client (as
+        Werkzeug's ``Client.open``, without Flask's context preservation), and
+        :class:`_CookieExchange` answers it with ``answer`` before the app
+        sees it.
+        """
+        _CookieExchange.install(self.app)
+        seen: list[str | None] = []
+
+        def exchange(environ: WSGIEnvironment) -> list[tuple[str, str]]:
+            seen.append(environ.get("HTTP_COOKIE"))
+            return answer
+
+        builder = EnvironBuilder(self.app, **self._builder_args, environ_overrides={_EXCHANGE: exchange})
+        try:
+            Client.open(self.client, builder).close()
+        finally:
+            builder.close()
+        if not seen:
+            raise RuntimeError(
+                "The websocket test client's cookie request did not reach the app: a WSGI middleware"
+                " around app.wsgi_app answered it. The websocket test client needs requests to reach the app."
+            )
+        return seen[0]
 
     # -- messaging --------------------------------------------------------
 
@@ -394,6 +425,33 @@ class TestWebsocket:
         return True
 
 
+_EXCHANGE = "flask_asyncws.testing.cookie_exchange"
+
+
+class _CookieExchange:
+    """WSGI middleware answering the websocket test client's cookie requests
+    (marked in the environ, which a client cannot set) without the app."""
+
+    _installed: weakref.WeakSet[flask.Flask] = weakref.WeakSet()
+
+    def __init__(self, wsgi_app: WSGIApplication) -> None:
+        self.wsgi_app = wsgi_app
+
+    @classmethod
+    def install(cls, app: flask.Flask) -> None:
+        """Wrap ``app.wsgi_app``, once, when the app's first test websocket opens."""
+        if app not in cls._installed:
+            app.wsgi_app = cls(app.wsgi_app)  # type: ignore[method-assign]
+            cls._installed.add(app)
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> t.Iterable[bytes]:
+        exchange = environ.get(_EXCHANGE)
+        if exchange is None:
+            return self.wsgi_app(environ, start_response)
+        start_response("204 No Content", exchange(environ))
+        return []
+
+
 class WebsocketClientMixin:
     """Adds :meth:`websocket` to a Flask test client class."""
 
@@ -425,12 +483,26 @@ class WebsocketClientMixin:
         )
 
 
+class FlaskClient(WebsocketClientMixin, flask.testing.FlaskClient):
+    """Flask's test client with :meth:`websocket`, as type checkers see it.
+
+    ``app.test_client()`` returns one once :class:`~flask_asyncws.AsyncWS` has
+    set the app up (with another ``app.test_client_class``, that class with
+    :class:`WebsocketClientMixin` added). Flask's own annotations call it a
+    :class:`flask.testing.FlaskClient`; name this class instead where typed
+    code uses ``websocket()``, or get it from
+    :meth:`AsyncWS.test_client() <flask_asyncws.AsyncWS.test_client>`.
+    """
+
+
 @functools.cache
 def with_websocket(cls: type[C]) -> type[C]:
     """``cls`` (a test client class) with :class:`WebsocketClientMixin` added."""
     if issubclass(cls, WebsocketClientMixin):
         return cls
-    return type(cls.__name__, (WebsocketClientMixin, cls), {"__module__": cls.__module__})
+    if cls is flask.testing.FlaskClient:
+        return t.cast("type[C]", FlaskClient)
+    return t.cast("type[C]", type(cls.__name__, (WebsocketClientMixin, cls), {"__module__": cls.__module__}))
 
 
 def install(app: flask.Flask) -> None:

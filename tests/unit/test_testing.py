@@ -375,16 +375,6 @@ def test_without_cookies(app: Flask) -> None:
         assert ws.receive() == "anonymous"
 
 
-def test_werkzeug_cookie_hooks_still_exist() -> None:
-    """The client reads and fills the cookie jar through the two Client methods
-    Flask's own ``session_transaction()`` uses; fail loudly if Werkzeug drops them."""
-    client = make_app().test_client()
-    environ: dict[str, t.Any] = {"wsgi.url_scheme": "http", "HTTP_HOST": "localhost", "PATH_INFO": "/"}
-    client._update_cookies_from_response("localhost", "/", ["k=v; Path=/"])
-    client._add_cookies_to_wsgi(environ)
-    assert environ["HTTP_COOKIE"] == "k=v"
-
-
 # -- the client class ------------------------------------------------------------
 
 
