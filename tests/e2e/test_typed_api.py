@@ -118,7 +118,7 @@ def test_without_an_app_test_client_and_asgi_app_say_what_to_do() -> None:
 
 
 def test_serving_hooks_on_the_extension_run_under_a_server() -> None:
-    from servers import LiveServer
+    from support.servers import LiveServer
 
     app = Flask(__name__)
     asyncws = AsyncWS(app)
