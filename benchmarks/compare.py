@@ -8,7 +8,8 @@ that a busy minute of the machine weighs on both. It prints one table: per
 configuration, each side's minimum over every repeat of every round (the
 figure ``overhead`` says to compare), the change from before to after, and how
 far the rounds moved. A configuration more than ``--threshold`` percent slower
-is flagged, and the exit status is then 3.
+by both the minimum and the median change within a round is flagged, and the
+exit status is then 3; one that is slower by one of the two only is named.
 
 It reads the tables ``overhead`` prints, so a checkout made before this tool
 existed compares too.
@@ -137,9 +138,14 @@ def table(before: Checkout, after: Checkout, threshold: float) -> tuple[list[str
             continue
         change = min(new) / min(old) - 1
         per_round = [b / a - 1 for a, b in zip(old, new, strict=True)]
-        over = change * 100 > threshold
-        slower = slower or over
-        note = f"**over {threshold:g}% slower**" if over else ""
+        # A slower build raises both the floor and the typical round; noise on a
+        # busy machine moves one of them by 2-3% at times (a checkout compared
+        # with itself did), rarely both.
+        over = [change * 100 > threshold, statistics.median(per_round) * 100 > threshold]
+        slower = slower or all(over)
+        note = f"**over {threshold:g}% slower**" if all(over) else ""
+        if any(over) and not all(over):
+            note = f"over {threshold:g}% by the {'minimum' if over[0] else 'rounds'} only: noise or not, run again"
         if key[1] in CONTROLS:
             note = " ".join(filter(None, [note, "control: none of this package's code"]))
         lines.append(
