@@ -15,7 +15,8 @@ import subprocess
 import threading
 from pathlib import Path
 
-from .run import ECHO_APPS, FLASK_SOCK, Server, drive
+from .groups import ECHO_APPS, FLASK_SOCK
+from .procs import Server, drive
 
 
 def summarize(collapsed: str, top: int) -> str:

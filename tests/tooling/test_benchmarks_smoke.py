@@ -109,7 +109,8 @@ def test_http_benchmark_runs() -> None:
 
 def test_ratios_are_taken_within_rounds() -> None:
     """A slow round slows every configuration in it; the ratio must not move."""
-    from benchmarks.run import in_rounds, paired, ratio_range
+    from benchmarks.groups import in_rounds
+    from benchmarks.report import paired, ratio_range
 
     order: list[str] = []
 
@@ -209,7 +210,7 @@ def test_every_server_listens_with_the_same_queue(server: str) -> None:
     """hypercorn listens again on the socket it is given, with its own default
     of 100: the memory runs, opening 200 connections at a time, overflowed it
     and waited out retransmissions. ``ss`` reports a listener's queue size."""
-    from benchmarks.run import Server
+    from benchmarks.procs import Server
     from benchmarks.serve import LISTEN_BACKLOG
 
     ss = shutil.which("ss")
@@ -225,7 +226,7 @@ def test_every_server_listens_with_the_same_queue(server: str) -> None:
 def test_a_memory_stage_counts_each_failed_connection_once() -> None:
     """A connection the client failed to open is named among the stage's
     errors and missing from its open count: one error, not two."""
-    from benchmarks.run import _stage_run
+    from benchmarks.groups import _stage_run
 
     stages = [
         {"target": 2000, "open": 2000, "errors": 0, "error_kinds": {}, "per_connection": 1.0, "rss": 1},
