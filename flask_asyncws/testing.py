@@ -9,26 +9,21 @@ can open a websocket next to ordinary HTTP requests and share their cookies.
 from __future__ import annotations
 
 import asyncio
-import base64
 import concurrent.futures
 import functools
-import os
 import queue
 import threading
 import typing as t
-import weakref
-from urllib.parse import quote
 
 import flask.testing
-from flask.testing import EnvironBuilder
-from werkzeug.datastructures import EnvironHeaders, Headers
+from werkzeug.datastructures import Headers
 from werkzeug.test import Client
 from werkzeug.wrappers import Request
 
+from ._test_handshake import cookie_exchange, handshake
 from ._websocket import WebsocketDisconnect
 
 if t.TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
     from werkzeug.test import TestResponse
 
     from ._types import Message, Scope
@@ -122,51 +117,8 @@ class TestWebsocket:
             "subdomain": subdomain,
             "environ_base": dict(getattr(self.client, "environ_base", None) or {}),
         }
-        builder = EnvironBuilder(self.app, **self._builder_args)
-        try:
-            environ = builder.get_environ()
-        finally:
-            builder.close()
         cookie = self._cookie_exchange([])
-        if cookie is not None:
-            environ["HTTP_COOKIE"] = cookie
-        request = Request(environ)
-
-        names = set()
-        header_list = []
-        for name, value in EnvironHeaders(environ).items():
-            names.add(name.lower())
-            header_list.append((name.lower().encode("latin-1"), value.encode("latin-1")))
-        handshake = {
-            "connection": "Upgrade",
-            "upgrade": "websocket",
-            "sec-websocket-version": "13",
-            "sec-websocket-key": base64.b64encode(os.urandom(16)).decode("ascii"),
-        }
-        if subprotocols:
-            handshake["sec-websocket-protocol"] = ", ".join(subprotocols)
-        for name, value in handshake.items():
-            if name not in names:
-                header_list.append((name.encode("latin-1"), value.encode("latin-1")))
-
-        root_path = _unwsgi(environ.get("SCRIPT_NAME", ""))
-        full_path = root_path + _unwsgi(environ.get("PATH_INFO", ""))
-        scope: Scope = {
-            "type": "websocket",
-            "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": "1.1",
-            "scheme": "wss" if environ["wsgi.url_scheme"] == "https" else "ws",
-            "path": full_path,
-            "raw_path": quote(full_path).encode("ascii"),
-            "query_string": environ.get("QUERY_STRING", "").encode("latin-1"),
-            "root_path": root_path,
-            "headers": header_list,
-            "client": (environ.get("REMOTE_ADDR", "127.0.0.1"), int(environ.get("REMOTE_PORT") or 0)),
-            "server": (environ["SERVER_NAME"], int(environ["SERVER_PORT"])),
-            "subprotocols": list(subprotocols or ()),
-            "extensions": {"websocket.http.response": {}},
-        }
-        return request, scope
+        return handshake(self.app, self._builder_args, cookie, subprotocols)
 
     def __enter__(self) -> TestWebsocket:
         self._thread = threading.Thread(target=self._run, name=f"websocket-test {self.scope['path']}", daemon=True)
@@ -227,33 +179,8 @@ class TestWebsocket:
             self._cookie_exchange([("Set-Cookie", cookie) for cookie in cookies])
 
     def _cookie_exchange(self, answer: list[tuple[str, str]]) -> str | None:
-        """The ``Cookie`` header the client's jar has for the handshake, after
-        storing the ``Set-Cookie`` headers in ``answer`` there.
-
-        The jar is the test client's own; its public way in and out is a
-        request: this one goes to the handshake's URL through the client (as
-        Werkzeug's ``Client.open``, without Flask's context preservation), and
-        :class:`_CookieExchange` answers it with ``answer`` before the app
-        sees it.
-        """
-        _CookieExchange.install(self.app)
-        seen: list[str | None] = []
-
-        def exchange(environ: WSGIEnvironment) -> list[tuple[str, str]]:
-            seen.append(environ.get("HTTP_COOKIE"))
-            return answer
-
-        builder = EnvironBuilder(self.app, **self._builder_args, environ_overrides={_EXCHANGE: exchange})
-        try:
-            Client.open(self.client, builder).close()
-        finally:
-            builder.close()
-        if not seen:
-            raise RuntimeError(
-                "The websocket test client's cookie request did not reach the app: a WSGI middleware"
-                " around app.wsgi_app answered it. The websocket test client needs requests to reach the app."
-            )
-        return seen[0]
+        """The jar's ``Cookie`` header for the handshake, after storing ``answer``'s ``Set-Cookie`` headers."""
+        return cookie_exchange(self.client, self.app, self._builder_args, answer)
 
     # -- messaging --------------------------------------------------------
 
@@ -425,33 +352,6 @@ class TestWebsocket:
         return True
 
 
-_EXCHANGE = "flask_asyncws.testing.cookie_exchange"
-
-
-class _CookieExchange:
-    """WSGI middleware answering the websocket test client's cookie requests
-    (marked in the environ, which a client cannot set) without the app."""
-
-    _installed: weakref.WeakSet[flask.Flask] = weakref.WeakSet()
-
-    def __init__(self, wsgi_app: WSGIApplication) -> None:
-        self.wsgi_app = wsgi_app
-
-    @classmethod
-    def install(cls, app: flask.Flask) -> None:
-        """Wrap ``app.wsgi_app``, once, when the app's first test websocket opens."""
-        if app not in cls._installed:
-            app.wsgi_app = cls(app.wsgi_app)  # type: ignore[method-assign]
-            cls._installed.add(app)
-
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> t.Iterable[bytes]:
-        exchange = environ.get(_EXCHANGE)
-        if exchange is None:
-            return self.wsgi_app(environ, start_response)
-        start_response("204 No Content", exchange(environ))
-        return []
-
-
 class WebsocketClientMixin:
     """Adds :meth:`websocket` to a Flask test client class."""
 
@@ -529,11 +429,6 @@ async def _cancel_leftover_tasks() -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _unwsgi(value: str) -> str:
-    """A WSGI (latin-1) environ string as the text ASGI uses."""
-    return value.encode("latin-1").decode("utf-8", "replace")
 
 
 def _headers(raw: t.Iterable[tuple[bytes, bytes]] | None) -> Headers:
