@@ -9,7 +9,15 @@ raised as a :class:`RuntimeError` that says what to write instead.
 "Dropped" is read from the coroutine's reference count (:func:`sys.getrefcount`):
 a coroutine never started that nothing but the guard holds can never run. One
 still held elsewhere (by a task not yet started, by ``asyncio.gather``'s
-arguments) may still run, and is not reported.
+arguments) may still run, and is not reported. That count means this only on an
+interpreter that counts references exactly and at once: CPython with the GIL.
+:data:`PROBE_TRUSTED` says whether the probe can be trusted here; it is False on
+PyPy (no reference counts of this kind), on a free-threaded CPython build (3.13t
+and later: references are counted per thread and merged late) and wherever the
+calibration below does not see one reference as one. There the guard reports
+nothing, and a dropped call shows only as Python's own ``RuntimeWarning:
+coroutine ... was never awaited`` once the coroutine is freed (when the next call
+or the connection's end lets it go, or at a later garbage collection on PyPy).
 """
 
 from __future__ import annotations
@@ -89,9 +97,10 @@ def _refcount_of_handed(guard: t.Any) -> int:
     return sys.getrefcount(coro)
 
 
-def _unshared_refcount() -> int:
-    """What :func:`_refcount_of_handed` reports for a coroutine held by
-    nothing else (interpreters count borrowed references differently)."""
+def _unshared_refcount() -> tuple[int, int]:
+    """What :func:`_refcount_of_handed` reports for a coroutine held by nothing
+    else, and for one held once more (interpreters count borrowed references
+    differently)."""
 
     async def probe() -> None:
         pass
@@ -99,19 +108,48 @@ def _unshared_refcount() -> int:
     guard = MisuseGuard()
     guard.handed = probe()  # type: ignore[assignment]
     try:
-        return _refcount_of_handed(guard)
+        alone = _refcount_of_handed(guard)
+        other = guard.handed
+        shared = _refcount_of_handed(guard)
+        del other
+        return alone, shared
     finally:
         guard.handed.close()  # type: ignore[union-attr]
 
 
-_UNSHARED = _unshared_refcount()
+def probe_trusted(implementation: str, gil_enabled: bool, counts: tuple[int, int] | None) -> bool:
+    """Whether reference counts tell a dropped coroutine here: CPython with
+    the GIL, where one more holder counts as exactly one more reference."""
+    if implementation != "cpython" or not gil_enabled or counts is None:
+        return False
+    alone, shared = counts
+    return shared == alone + 1
+
+
+def _calibrate() -> tuple[bool, int]:
+    counts: tuple[int, int] | None
+    try:
+        counts = _unshared_refcount()
+    except Exception:  # no sys.getrefcount, or one that fails
+        counts = None
+    is_gil_enabled = getattr(sys, "_is_gil_enabled", None)
+    gil_enabled = True if is_gil_enabled is None else bool(is_gil_enabled())
+    trusted = probe_trusted(sys.implementation.name, gil_enabled, counts)
+    return trusted, counts[0] if counts is not None else -1
+
+
+#: Whether :func:`dropped_unrun` can tell a dropped call on this interpreter.
+#: _UNSHARED: the count of a coroutine that only the guard holds.
+PROBE_TRUSTED, _UNSHARED = _calibrate()
 
 
 def dropped_unrun(guard: MisuseGuard) -> bool:
     """Whether the coroutine ``guard`` last handed out was never started and
     nothing but ``guard`` holds it: its caller dropped it without ``await``.
-    One that is held (by a task not yet started, say) may still run."""
+    One that is held (by a task not yet started, say) may still run. Always
+    False where the probe cannot be trusted (see :data:`PROBE_TRUSTED`)."""
     return (
-        inspect.getcoroutinestate(guard.handed) == inspect.CORO_CREATED  # type: ignore[arg-type]
+        PROBE_TRUSTED
+        and inspect.getcoroutinestate(guard.handed) == inspect.CORO_CREATED  # type: ignore[arg-type]
         and _refcount_of_handed(guard) == _UNSHARED
     )
