@@ -73,23 +73,8 @@ class ASGIApp:
             await deny(scope, send, refusal)
             await settle(receive, send)
             return
-        await self._serve(Connection(self.app, scope, receive, send, settings), receive, send)
-
-    def _refusal(self, scope: Scope, settings: Settings) -> Response | None:
-        """The response refusing a handshake before any of the app's code runs, or None."""
-        if self.shutting_down:
-            return _refusal_response(503, "The server is shutting down.")
-        origin, host = _origin_and_host(scope)
-        if not settings.origins.permits(origin, host):
-            self._refused(origin, host, scope.get("path"))
-            return _refusal_response(403, "Cross-origin websocket refused.")
-        if scope.get("http_version", "1.1") in ("1.0", "1.1") and not _valid_key(scope):
-            # Hypercorn upgrades any key; a client sending a bad one is not a websocket client.
-            return _refusal_response(400, "Invalid Sec-WebSocket-Key.")
-        return None
-
-    async def _serve(self, connection: Connection, receive: ASGIReceive, send: ASGISend) -> None:
-        """Serve the connection, settle it if it was closed for flooding, and count it out."""
+        # Served, settled if closed for what the client sent, counted out for shutdown()'s drain.
+        connection = Connection(self.app, scope, receive, send, settings)
         self.connections.add(connection)
         try:
             await connection.serve()
@@ -113,6 +98,19 @@ class ASGIApp:
         # alive until a full gc pass (slow at shutdown with many connections).
         del connection
         raise asyncio.CancelledError
+
+    def _refusal(self, scope: Scope, settings: Settings) -> Response | None:
+        """The response refusing a handshake before any of the app's code runs, or None."""
+        if self.shutting_down:
+            return _refusal_response(503, "The server is shutting down.")
+        origin, host = _origin_and_host(scope)
+        if not settings.origins.permits(origin, host):
+            self._refused(origin, host, scope.get("path"))
+            return _refusal_response(403, "Cross-origin websocket refused.")
+        if scope.get("http_version", "1.1") in ("1.0", "1.1") and not _valid_key(scope):
+            # Hypercorn upgrades any key; a client sending a bad one is not a websocket client.
+            return _refusal_response(400, "Invalid Sec-WebSocket-Key.")
+        return None
 
     async def shutdown(self, timeout: float = 3.0) -> None:
         """Close every open websocket with 1001 (going away) and wait for their teardowns.

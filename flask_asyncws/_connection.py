@@ -107,7 +107,7 @@ class Connection:
         finally:
             if watchdog is not None:
                 watchdog.unwatch(self.task)  # type: ignore[arg-type]
-            ws.stop_watching()
+            ws.reader.stop()
             ws.on_disconnect = ws.take_interrupt = None  # no cycle: the connection is freed on return
             if self._interrupting:
                 self._take_interrupt()

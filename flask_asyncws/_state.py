@@ -46,6 +46,10 @@ class State(enum.Enum):
     CLOSED = 2
     DISCONNECTED = 3
 
+    # Members are singletons: hashed by identity, in C (Enum's own hash is a
+    # Python call, which a handshake would pay at each transition).
+    __hash__ = object.__hash__
+
 
 CONNECTING = State.CONNECTING
 ACCEPTED = State.ACCEPTED

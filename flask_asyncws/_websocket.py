@@ -283,9 +283,11 @@ class Websocket(Handshake):
     def check_awaited(self) -> None:
         """Raise the misuse if a call from async code was dropped without ``await``
         (the handler's end asks: a dropped call is not a clean end)."""
-        self._notice_dropped()
-        if self._guard.error is not None:
-            self._guard.raise_error()
+        guard = self._guard
+        if guard.handed is not None and guard.error is None:
+            self._notice_dropped()
+        if guard.error is not None:
+            guard.raise_error()
 
     @property
     def _json(self) -> t.Any:
