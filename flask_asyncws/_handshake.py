@@ -155,6 +155,25 @@ def _header_bytes(part: t.Any, item: t.Any) -> bytes:
     raise TypeError(f"accept() takes header names and values as str or bytes, not {type(part).__name__}: {item!r}.")
 
 
+def check_subprotocol(subprotocol: str | None, offered: list[str]) -> None:
+    """``accept()``'s subprotocol must be one the client offered."""
+    if subprotocol is not None and subprotocol not in offered:
+        raise ValueError(
+            f"Cannot accept subprotocol {subprotocol!r}: the client offered {offered!r}. Choose one of those, or None."
+        )
+
+
+_SENDABLE_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})
+
+
+def check_close(code: int, reason: str) -> None:
+    """``close()``'s code must be one an endpoint may send, its reason fit a close frame."""
+    if code not in _SENDABLE_CLOSE_CODES and not 3000 <= code <= 4999:
+        raise ValueError(f"{code} is not a close code an endpoint may send; use 1000, 1001, 1008, 1011 or 3000-4999.")
+    if len(reason.encode()) > 123:
+        raise ValueError("A close reason is at most 123 bytes of UTF-8.")
+
+
 def exact(data: t.Any) -> str | bytes:
     """``data`` as exactly ``str`` or ``bytes``, which is what servers take."""
     if isinstance(data, str):

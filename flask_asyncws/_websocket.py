@@ -22,7 +22,7 @@ import typing as t
 from greenlet import getcurrent
 
 from ._bridge import BridgeGreenlet, current_portal, finish_in, hand_over, wait_in
-from ._handshake import Handshake, exact, header_list, send_event, spec_version
+from ._handshake import Handshake, check_close, check_subprotocol, exact, header_list, send_event, spec_version
 from ._log import logger
 from ._misuse import MisuseGuard
 from ._quirks import close_event, server_of
@@ -40,8 +40,6 @@ T = t.TypeVar("T")
 
 #: Sends in a row that did not let the event loop turn before one that does.
 _YIELD_EVERY = 16
-
-_SENDABLE_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})
 
 
 class Websocket(Handshake):
@@ -131,11 +129,7 @@ class Websocket(Handshake):
 
         Idempotent; ``receive()`` and ``send()`` accept implicitly.
         """
-        if subprotocol is not None and subprotocol not in self.requested_subprotocols:
-            raise ValueError(
-                f"Cannot accept subprotocol {subprotocol!r}: the client offered"
-                f" {self.requested_subprotocols!r}. Choose one of those, or None."
-            )
+        check_subprotocol(subprotocol, self.requested_subprotocols)
         return self._dispatch("accept", self._accept(header_list(headers), subprotocol))
 
     def receive(self) -> t.Any:
@@ -219,12 +213,7 @@ class Websocket(Handshake):
 
         Closing again, or after the client left, does nothing.
         """
-        if code not in _SENDABLE_CLOSE_CODES and not 3000 <= code <= 4999:
-            raise ValueError(
-                f"{code} is not a close code an endpoint may send; use 1000, 1001, 1008, 1011 or 3000-4999."
-            )
-        if len(reason.encode()) > 123:
-            raise ValueError("A close reason is at most 123 bytes of UTF-8.")
+        check_close(code, reason)
         return self._dispatch("close", self.shut(code, reason))
 
     async def receive_within(self, timeout: float) -> str | bytes | None:
