@@ -259,7 +259,7 @@ def _deny(context: WebsocketContext, response: Response) -> None:
         return  # see _denial.settle()
     # Return once the server has taken the response (it reports the
     # connection gone); uvicorn logs an error if the app returns earlier.
-    ws.watch()
+    ws.reader.watch()
     watcher = ws.reader.watcher
     if watcher is not None:
         await_(asyncio.wait((watcher,), timeout=SETTLE_TIMEOUT))

@@ -130,7 +130,7 @@ class Websocket(Handshake):
         Idempotent; ``receive()`` and ``send()`` accept implicitly.
         """
         check_subprotocol(subprotocol, self.requested_subprotocols)
-        return self._dispatch("accept", self._accept(header_list(headers), subprotocol))
+        return self._run_call("accept", self._accept(header_list(headers), subprotocol))
 
     def receive(self) -> t.Any:
         """The next message from the client, ``str`` or ``bytes`` as sent."""
@@ -164,7 +164,7 @@ class Websocket(Handshake):
                         wait_in(current, reader.no_data(message, notify=False))
                 finally:
                     reader.reading = False
-        return self._dispatch("receive", self._receive())
+        return self._run_call("receive", self._receive())
 
     def send(self, data: str | bytes) -> t.Any:
         """Send ``str`` as a text message or ``bytes`` as a binary one."""
@@ -193,7 +193,7 @@ class Websocket(Handshake):
                 return finish_in(current, self.asgi_send(send_event(data)))
             except OSError as exc:
                 raise self._gone() from exc
-        return self._dispatch("send", self._send(data))
+        return self._run_call("send", self._send(data))
 
     def receive_json(self) -> t.Any:
         """The next message decoded with ``app.json``.
@@ -201,8 +201,8 @@ class Websocket(Handshake):
         Invalid JSON raises :class:`ValueError` (``json.JSONDecodeError``).
         """
         if isinstance(getcurrent(), BridgeGreenlet):
-            return self._decode(self._dispatch("receive_json", self._receive()))
-        return self._dispatch("receive_json", self._receive_json())
+            return self._decode(self._run_call("receive_json", self._receive()))
+        return self._run_call("receive_json", self._receive_json())
 
     def send_json(self, obj: t.Any) -> t.Any:
         """Send ``obj`` encoded with ``app.json`` as a text message."""
@@ -214,7 +214,7 @@ class Websocket(Handshake):
         Closing again, or after the client left, does nothing.
         """
         check_close(code, reason)
-        return self._dispatch("close", self.shut(code, reason))
+        return self._run_call("close", self.shut(code, reason))
 
     async def receive_within(self, timeout: float) -> str | bytes | None:
         """The next message, or None if none comes within ``timeout`` seconds (Flask-Sock's receive).
@@ -236,7 +236,7 @@ class Websocket(Handshake):
 
     # -- the two call forms --------------------------------------------
 
-    def _dispatch(self, name: str, coro: t.Coroutine[t.Any, t.Any, T]) -> t.Any:
+    def _run_call(self, name: str, coro: t.Coroutine[t.Any, t.Any, T]) -> t.Any:
         """Hand ``coro`` to an async caller to await, or run it for a sync one."""
         current = getcurrent()
         if not isinstance(current, BridgeGreenlet) and threading.get_ident() == self._thread:
