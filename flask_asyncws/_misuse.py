@@ -119,7 +119,9 @@ def _unshared_refcount() -> tuple[int, int]:
 
 def probe_trusted(implementation: str, gil_enabled: bool, counts: tuple[int, int] | None) -> bool:
     """Whether reference counts tell a dropped coroutine here: CPython with
-    the GIL, where one more holder counts as exactly one more reference."""
+    the GIL (``gil_enabled``: a build with a GIL, and it on), where one more
+    holder counts as exactly one more reference (``counts``: the calibration's
+    count for one holder and for two; None if it could not count)."""
     if implementation != "cpython" or not gil_enabled or counts is None:
         return False
     alone, shared = counts
@@ -132,8 +134,13 @@ def _calibrate() -> tuple[bool, int]:
         counts = _unshared_refcount()
     except Exception:  # no sys.getrefcount, or one that fails
         counts = None
-    is_gil_enabled = getattr(sys, "_is_gil_enabled", None)
-    gil_enabled = True if is_gil_enabled is None else bool(is_gil_enabled())
+    is_gil_enabled = getattr(sys, "_is_gil_enabled", None)  # Python 3.13 and later
+    gil_enabled = True
+    if is_gil_enabled is not None:
+        import sysconfig  # only here: no free-threaded build before 3.13
+
+        # A free-threaded build counts references per thread, with or without the GIL on.
+        gil_enabled = bool(is_gil_enabled()) and not sysconfig.get_config_var("Py_GIL_DISABLED")
     trusted = probe_trusted(sys.implementation.name, gil_enabled, counts)
     return trusted, counts[0] if counts is not None else -1
 

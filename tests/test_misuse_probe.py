@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import sysconfig
 import typing as t
 import warnings
 
@@ -21,7 +22,7 @@ def test_the_probe_is_trusted_only_on_cpython_with_the_gil() -> None:
 
 
 def test_this_interpreter_is_calibrated() -> None:
-    gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+    gil = getattr(sys, "_is_gil_enabled", lambda: True)() and not sysconfig.get_config_var("Py_GIL_DISABLED")
     assert _misuse.PROBE_TRUSTED is (sys.implementation.name == "cpython" and gil)
 
 
