@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import typing as t
 
+from ._log import logger
+
 #: The servers told apart here.
 KNOWN = ("daphne", "granian")
 
@@ -42,3 +44,20 @@ def sendable_close_code(send: t.Callable[..., t.Any], code: int) -> int:
     if code == 1000 or 3000 <= code <= 4999 or server_of(send) != "daphne":
         return code
     return 1000
+
+
+def close_event(send: t.Callable[..., t.Any], code: int, reason: str, path: str) -> dict[str, t.Any]:
+    """The ``websocket.close`` event for ``code``, in a code the server can send (for the websocket at ``path``)."""
+    sendable = sendable_close_code(send, code)
+    if sendable != code:
+        logger.debug(
+            "Closing %r with %d instead of %d (reason %r): the server sends no other codes below 3000.",
+            path,
+            sendable,
+            code,
+            reason,
+        )
+    message: dict[str, t.Any] = {"type": "websocket.close", "code": sendable}
+    if reason:
+        message["reason"] = reason
+    return message

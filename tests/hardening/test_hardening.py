@@ -363,7 +363,7 @@ def test_client_that_leaves_with_unread_messages_is_noticed(serve: t.Callable[..
     try:
         raw.sendall(b"".join(_masked_text_frame(f"message {n}") for n in range(40)))
         # Every message the server read is held for the handler (more than the 32 it once held).
-        _wait_for(lambda: len(seen.get("ws") and seen["ws"]._inbox or ()) >= 32, "the messages never arrived")
+        _wait_for(lambda: len(seen.get("ws") and seen["ws"].reader.inbox or ()) >= 32, "the messages never arrived")
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     finally:
         left_at = time.monotonic()
@@ -387,8 +387,8 @@ def test_unread_messages_are_bounded_in_bytes(serve: t.Callable[..., LiveServer]
         fit = limit // sys.getsizeof(message)
         for _ in range(fit):
             client.send(message)
-        _wait_for(lambda: len(ws._inbox or ()) == fit, "the messages never arrived")
-        assert ws._held == fit * sys.getsizeof(message) <= limit
+        _wait_for(lambda: len(ws.reader.inbox or ()) == fit, "the messages never arrived")
+        assert ws.reader.held == fit * sys.getsizeof(message) <= limit
         client.send(message)  # one over the bound
         with pytest.raises(websockets.ConnectionClosed):
             client.recv(5)
@@ -396,7 +396,7 @@ def test_unread_messages_are_bounded_in_bytes(serve: t.Callable[..., LiveServer]
     assert (client.protocol.close_rcvd.code, client.protocol.close_rcvd.reason) == (1008, "too many unread messages")
     assert seen["torn_down"].wait(5)
     assert isinstance(seen["error"], WebsocketDisconnect) and seen["error"].code == 1008, seen["error"]
-    assert not ws._inbox and ws._held == 0  # dropped with the connection, not kept until the handler ends
+    assert not ws.reader.inbox and ws.reader.held == 0  # dropped with the connection, not kept until the handler ends
 
 
 def _oversize_app() -> Flask:

@@ -25,8 +25,8 @@ from flask import Flask, g, request, session
 from support.versions import REQUEST_CONTEXT
 
 from flask_asyncws import AsyncWS, Websocket, run_sync, websocket
-from flask_asyncws._asgi import Connection
 from flask_asyncws._bridge import BridgeGreenlet
+from flask_asyncws._connection import Connection
 from flask_asyncws._context import WebsocketContext
 
 app = Flask(__name__)
