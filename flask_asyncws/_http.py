@@ -16,7 +16,6 @@ memory stays bounded in both directions.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextvars
 import inspect
 import io
@@ -30,8 +29,9 @@ from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge, Reque
 from werkzeug.wsgi import FileWrapper
 
 from . import _flask_version as flask_version
-from ._bridge import SpawnHooks, await_, bind_thread_to_loop, greenlet_spawn, in_bridge
+from ._bridge import SpawnHooks, await_, greenlet_spawn, in_bridge
 from ._log import logger
+from ._portal import LoopClosed, Portal, settle
 
 if t.TYPE_CHECKING:
     import flask
@@ -54,9 +54,6 @@ SPOOL_MEMORY = 1 << 20
 #: Read size for ``send_file`` responses: Werkzeug's default of 8 KiB would cost
 #: one hop to the loop per 8 KiB.
 FILE_BLOCK_SIZE = 1 << 16
-
-#: How often a worker waiting on the loop checks that the loop still runs.
-_POLL_SECONDS = 1.0
 
 T = t.TypeVar("T")
 
@@ -167,6 +164,7 @@ class _Exchange:
         "started",
         "error",
         "watcher",
+        "portal",
         "on_loop",
         "timeout",
         "timed_out",
@@ -199,6 +197,7 @@ class _Exchange:
         self.error: BaseException | None = None
         self.watcher: asyncio.Task[None] | None = None
         self.on_loop = False  # run in a greenlet on the loop, not in a worker
+        self.portal = Portal(loop)  # a worker's way to the loop, bound to it while it runs the app
 
     # -- in the worker thread (or the greenlet) --
 
@@ -289,16 +288,10 @@ class _Exchange:
         """Run ``coro`` on the loop and wait for its result."""
         if self.on_loop:
             return await_(coro)
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        while True:
-            try:
-                return future.result(_POLL_SECONDS)
-            except concurrent.futures.TimeoutError:
-                if future.done():
-                    raise
-                if self.loop.is_closed():  # the server stopped under us
-                    future.cancel()
-                    raise _Disconnected from None
+        try:
+            return self.portal.run(coro)
+        except LoopClosed:  # the server stopped under us
+            raise _Disconnected from None
 
     # -- on the loop --
 
@@ -648,16 +641,11 @@ class WorkerPool:
         while (job := jobs.get()) is not None:
             loop, future, context, fn, args = job
             try:
-                result = context.run(fn, *args)
+                outcome: tuple[bool, t.Any] = (True, context.run(fn, *args))
             except BaseException as exc:
-                outcome: tuple[t.Any, ...] = (_fail_future, future, exc)
-            else:
-                outcome = (_resolve_future, future, result)
+                outcome = (False, exc)
             del job, context, args
-            try:
-                loop.call_soon_threadsafe(*outcome)
-            except RuntimeError:  # the loop is closed: nobody waits any more
-                pass
+            settle(loop, future, *outcome)
             del outcome
             self._idle.release()
 
@@ -682,16 +670,6 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
-
-
-def _resolve_future(future: asyncio.Future[t.Any], result: t.Any) -> None:
-    if not future.done():
-        future.set_result(result)
-
-
-def _fail_future(future: asyncio.Future[t.Any], exc: BaseException) -> None:
-    if not future.done():
-        future.set_exception(exc)
 
 
 class HTTPBridge:
@@ -763,11 +741,8 @@ class HTTPBridge:
         return endpoint in endpoints
 
     def _work(self, exchange: _Exchange, environ: dict[str, t.Any]) -> tuple[Message | None, bytes] | None:
-        bind_thread_to_loop(exchange.loop)
-        try:
+        with exchange.portal:  # await_() in the app (async hooks) waits on the server's loop
             return exchange.run(self.app.wsgi_app, environ)
-        finally:
-            bind_thread_to_loop(None)
 
     async def aclose(self) -> None:
         """Release the worker threads; called at server shutdown."""

@@ -28,8 +28,9 @@ from greenlet import getcurrent
 from werkzeug.datastructures import Headers
 from werkzeug.sansio.utils import get_current_url
 
-from ._bridge import BridgeGreenlet, current_portal, finish_in, hand_over, wait_in
+from ._bridge import BridgeGreenlet, finish_in, hand_over, wait_in
 from ._log import logger
+from ._portal import current_portal
 from ._quirks import sendable_close_code, server_of
 
 if t.TYPE_CHECKING:
