@@ -23,7 +23,8 @@ from werkzeug.exceptions import InternalServerError
 from . import _flask_version as flask_version
 from ._bridge import SpawnHooks, await_, greenlet_spawn
 from ._context import WebsocketContext
-from ._http import HTTPBridge, build_environ, split_target
+from ._environ import build_environ, split_target
+from ._http import HTTPBridge
 from ._log import logger
 from ._quirks import server_of
 from ._routing import handler_of, hooks
