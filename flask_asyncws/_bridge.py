@@ -277,7 +277,7 @@ def run_sync(fn: t.Callable[..., T], *args: t.Any, **kwargs: t.Any) -> t.Any:
     if current_portal() is not None:
         return fn(*args, **kwargs)
     call = functools.partial(fn, *args, **kwargs)
-    if isinstance(getcurrent(), BridgeGreenlet):
+    if in_bridge():
         return await_(asyncio.to_thread(call))
     try:
         asyncio.get_running_loop()
@@ -308,7 +308,7 @@ def make_async_to_sync(
         @functools.wraps(func)
         def wrapper(*args: t.Any, **kwargs: t.Any) -> t.Any:
             nonlocal fallback_wrapper
-            if isinstance(getcurrent(), BridgeGreenlet) or current_portal() is not None:
+            if in_bridge() or current_portal() is not None:
                 return await_(func(*args, **kwargs))
             if fallback is None:
                 return _run_in_new_loop(func, args, kwargs)
