@@ -8,6 +8,10 @@ back in. No thread is involved, so an open socket costs one small greenlet.
 
 The greenlet shares the spawning task's :class:`contextvars.Context`, so Flask's
 contexts pushed by the task are visible in the sync code and vice versa.
+
+Sync code in a thread of its own (an HTTP worker, a handler in thread mode)
+waits through the thread's :class:`~flask_asyncws._portal.Portal` instead;
+:func:`await_` and :func:`run_sync` serve both kinds of caller.
 """
 
 from __future__ import annotations
