@@ -22,6 +22,7 @@ from ._environ import build_environ
 from ._http_body import DRAIN_LIMIT
 from ._http_exchange import Exchange, file_wrapper
 from ._log import logger
+from ._portal import Portal
 from ._worker_pool import WorkerPool
 
 if t.TYPE_CHECKING:
@@ -59,7 +60,6 @@ class HTTPBridge:
             if not await body.read_request(environ, self.app.config.get("MAX_CONTENT_LENGTH"), exchange.read_body):
                 return  # the client left before sending the request
             if self._runs_on_loop(environ):
-                exchange.on_loop = True
                 warn_ms = self._settings().blocking_warn_ms
                 result = await greenlet_spawn(
                     exchange.run,
@@ -71,7 +71,8 @@ class HTTPBridge:
                 pool = self._pool
                 if pool is None:
                     pool = self._pool = WorkerPool(self._settings().http_threads, "asyncws-http")
-                result = await pool.run(loop, self._work, exchange, environ)
+                exchange.portal = portal = Portal(loop)
+                result = await pool.run(loop, self._work, exchange, portal, environ)
         except BaseException:
             body.disconnected = True  # cancelled: a worker stops at its next send
             raise
@@ -100,8 +101,10 @@ class HTTPBridge:
             return False
         return endpoint in endpoints
 
-    def _work(self, exchange: Exchange, environ: dict[str, t.Any]) -> tuple[Message | None, bytes] | None:
-        with exchange.portal:  # await_() in the app (async hooks) waits on the server's loop
+    def _work(
+        self, exchange: Exchange, portal: Portal, environ: dict[str, t.Any]
+    ) -> tuple[Message | None, bytes] | None:
+        with portal:  # await_() in the app (async hooks) waits on the server's loop
             return exchange.run(self.app.wsgi_app, environ)
 
     async def aclose(self) -> None:

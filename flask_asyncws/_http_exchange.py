@@ -42,10 +42,10 @@ class Disconnected(Exception):
 class Exchange:
     """One request and its response, shared by the loop and the app's side.
 
-    ``body`` is the request's side (:class:`~flask_asyncws._http_body.RequestBody`);
-    a worker thread waits on the loop through ``portal``, bound to it while
-    it runs the app; ``on_loop`` is set when the app runs in a greenlet on the
-    loop instead.
+    ``body`` is the request's side (:class:`~flask_asyncws._http_body.RequestBody`).
+    A worker thread running the app waits on the loop through ``portal``,
+    bound to it meanwhile; without a portal, the app runs in a greenlet on
+    the loop.
     """
 
     __slots__ = (
@@ -59,7 +59,6 @@ class Exchange:
         "remaining",
         "started",
         "error",
-        "on_loop",
     )
 
     def __init__(
@@ -74,13 +73,12 @@ class Exchange:
         self.send = send
         self.loop = loop
         self.body = RequestBody(receive, loop, timeout)
-        self.portal = Portal(loop)
+        self.portal: Portal | None = None
         self.status: int | None = None
         self.headers: list[tuple[bytes, bytes]] = []
         self.remaining: int | None = None  # bytes the Content-Length still allows
         self.started = False  # http.response.start sent
         self.error: BaseException | None = None
-        self.on_loop = False  # run in a greenlet on the loop, not in a worker
 
     # -- on the app's side (a worker thread, or a greenlet on the loop) --
 
@@ -177,10 +175,11 @@ class Exchange:
 
     def call(self, coro: t.Coroutine[t.Any, t.Any, t.Any]) -> t.Any:
         """Run ``coro`` on the loop and wait for its result; a closed loop means the client is gone."""
-        if self.on_loop:
+        portal = self.portal
+        if portal is None:
             return await_(coro)
         try:
-            return self.portal.run(coro)
+            return portal.run(coro)
         except LoopClosed:  # the server stopped under us
             raise Disconnected from None
 
