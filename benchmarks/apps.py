@@ -19,7 +19,7 @@ from werkzeug.routing import Rule
 from flask_asyncws import AsyncWS, await_, websocket
 from flask_asyncws import _flask_version as flask_version
 from flask_asyncws._bridge import greenlet_spawn
-from flask_asyncws._http import build_environ
+from flask_asyncws._environ import build_environ
 
 SECRET_KEY = "benchmark-secret"
 

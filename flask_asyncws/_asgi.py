@@ -23,7 +23,8 @@ from flask import Flask, Response
 from ._bridge import greenlet_spawn
 from ._connection import Connection
 from ._denial import deny, settle
-from ._http import HTTPBridge, split_target
+from ._environ import split_target
+from ._http import HTTPBridge
 from ._log import logger
 from ._types import ASGIReceive, ASGISend, Scope
 

@@ -8,12 +8,15 @@ back in. No thread is involved, so an open socket costs one small greenlet.
 
 The greenlet shares the spawning task's :class:`contextvars.Context`, so Flask's
 contexts pushed by the task are visible in the sync code and vice versa.
+
+Sync code in a thread of its own (an HTTP worker, a handler in thread mode)
+waits through the thread's :class:`~flask_asyncws._portal.Portal` instead;
+:func:`await_` and :func:`run_sync` serve both kinds of caller.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextvars
 import functools
 import threading
@@ -23,11 +26,11 @@ import typing as t
 
 from greenlet import GreenletExit, getcurrent, greenlet
 
+from ._portal import current_portal, discard
+
 T = t.TypeVar("T")
 
-#: Set by the owner of a worker thread (the HTTP bridge) so async code called
-#: from that thread runs on the server's loop instead of a new one per call.
-#: Also holds the thread's idle greenlets.
+#: Each thread's idle greenlets.
 _thread_state = threading.local()
 
 #: Finished greenlets kept per thread for the next :func:`greenlet_spawn`. A new
@@ -52,8 +55,8 @@ def _run_jobs() -> None:
     greenlet itself would be a cycle, and one referring to a job would keep it.
     """
     while True:
-        _run_job(getcurrent())
-        getcurrent().parent.switch(_FINISHED)
+        _run_job(getcurrent())  # pyright: ignore[reportArgumentType]
+        getcurrent().parent.switch(_FINISHED)  # pyright: ignore[reportOptionalMemberAccess]
 
 
 def _run_job(me: BridgeGreenlet) -> None:
@@ -74,7 +77,8 @@ def _run_job(me: BridgeGreenlet) -> None:
         fn = args = kwargs = None  # the error's traceback keeps this frame, not the job
 
 
-def _idle() -> list[BridgeGreenlet]:
+def idle_greenlets() -> list[BridgeGreenlet]:
+    """This thread's finished greenlets, kept for the next :func:`greenlet_spawn`."""
     idle: list[BridgeGreenlet] | None = getattr(_thread_state, "idle", None)
     if idle is None:
         idle = _thread_state.idle = []
@@ -82,7 +86,11 @@ def _idle() -> list[BridgeGreenlet]:
 
 
 def in_bridge() -> bool:
-    """Whether the caller runs in sync code that :func:`await_` can serve."""
+    """Whether the caller is sync code in a bridge greenlet, which :func:`await_` serves by a switch.
+
+    (A thread bound to a loop is the other place ``await_`` works: see
+    :func:`~flask_asyncws._portal.current_portal`.)
+    """
     return isinstance(getcurrent(), BridgeGreenlet)
 
 
@@ -119,7 +127,7 @@ async def greenlet_spawn(fn: t.Callable[..., T], *args: t.Any, hooks: SpawnHooks
     """Run the sync ``fn`` in a greenlet, serving its :func:`await_` calls (see :class:`SpawnHooks`)."""
     interrupt, on_wait, on_slow, slow_after = hooks.interrupt, hooks.on_wait, hooks.on_slow, hooks.slow_after
     current = getcurrent()
-    idle = _idle()
+    idle = idle_greenlets()
     if idle:
         child = idle.pop()
         child.parent = current
@@ -176,19 +184,17 @@ async def greenlet_spawn(fn: t.Callable[..., T], *args: t.Any, hooks: SpawnHooks
 def await_(awaitable: t.Awaitable[T]) -> T:
     """Wait for ``awaitable`` from sync code and return its result.
 
-    Works in a sync handler (greenlet on the loop) and in a worker thread that
-    the HTTP bridge runs on behalf of the server's loop.
+    Works in a sync handler (greenlet on the loop) and in a thread bound to
+    the server's loop (an HTTP worker, a handler in thread mode): see
+    :mod:`flask_asyncws._portal`.
     """
     current = getcurrent()
     if isinstance(current, BridgeGreenlet):
         return current.parent.switch(awaitable)  # type: ignore[no-any-return]
-    loop: asyncio.AbstractEventLoop | None = getattr(_thread_state, "loop", None)
-    if loop is not None:
-        portal: Portal | None = getattr(_thread_state, "portal", None)
-        if portal is None:
-            return asyncio.run_coroutine_threadsafe(_as_coroutine(awaitable), loop).result()
+    portal = current_portal()
+    if portal is not None:
         return portal.run(awaitable)
-    _discard(awaitable)
+    discard(awaitable)
     raise RuntimeError(
         "await_() was called outside a flask_asyncws sync handler or worker thread."
         " In an async function use 'await' instead; in other sync code run the"
@@ -232,10 +238,10 @@ def finish_in(current: greenlet, coro: t.Awaitable[None]) -> None:
     """
     if type(coro) is types.CoroutineType:
         for pending in coro.__await__():
-            current.parent.switch(_resumed(coro, pending))
+            current.parent.switch(_resumed(coro, pending))  # pyright: ignore[reportOptionalMemberAccess]
             return
         return
-    current.parent.switch(coro)
+    current.parent.switch(coro)  # pyright: ignore[reportOptionalMemberAccess]
 
 
 @types.coroutine
@@ -260,105 +266,6 @@ def _resumed(coro: types.CoroutineType[t.Any, t.Any, t.Any], pending: t.Any) -> 
                 return done.value
 
 
-async def _as_coroutine(awaitable: t.Awaitable[T]) -> T:
-    return await awaitable
-
-
-def _discard(awaitable: t.Awaitable[t.Any]) -> None:
-    close = getattr(awaitable, "close", None)
-    if close is not None:
-        close()
-
-
-def bind_thread_to_loop(loop: asyncio.AbstractEventLoop | None, portal: Portal | None = None) -> None:
-    """Make :func:`await_` in this thread run awaitables on ``loop``."""
-    _thread_state.loop = loop
-    _thread_state.portal = portal
-
-
-def current_portal() -> Portal | None:
-    """The portal of the handler thread the caller runs in, if any."""
-    return getattr(_thread_state, "portal", None)
-
-
-_RECEIVE_CALLS = frozenset({"receive", "receive_json"})
-
-
-class Portal:
-    """A handler thread's way to the loop, which the loop can interrupt.
-
-    Two ways for the loop to stop the thread. :meth:`interrupt` (the server
-    shutting down) makes the wait in progress raise, and every wait after it.
-    :meth:`depart` (the client left) does what a greenlet handler would see:
-    a wait on anything but the websocket raises, the one in progress or else
-    the next one; websocket calls learn of the departure from the websocket
-    itself, so a receive still returns the messages that came before it.
-    """
-
-    __slots__ = ("_departure", "_interrupt", "_lock", "_pending", "_pending_call", "_stopped_by", "loop", "owner")
-
-    def __init__(self, owner: object, loop: asyncio.AbstractEventLoop) -> None:
-        self.owner = owner
-        self.loop = loop
-        self._lock = threading.Lock()
-        self._pending: concurrent.futures.Future[t.Any] | None = None
-        self._pending_call: str | None = None
-        self._interrupt: BaseException | None = None
-        self._departure: BaseException | None = None
-        self._stopped_by: BaseException | None = None
-
-    def run(self, awaitable: t.Awaitable[T], call: str | None = None) -> T:
-        """Await ``awaitable`` on the loop and wait for it; ``call`` names the websocket method it is, if any."""
-        with self._lock:
-            stop = self._interrupt
-            if stop is None and self._departure is not None:
-                stop, self._departure = self._departure, None
-                if call is not None:
-                    stop = None  # the websocket reports the departure itself
-            if stop is not None:
-                _discard(awaitable)
-                raise stop
-            coro: t.Coroutine[t.Any, t.Any, T] = (
-                awaitable if isinstance(awaitable, types.CoroutineType) else _as_coroutine(awaitable)
-            )
-            # Sent under the lock: a departure noticed from here on finds it pending.
-            future = asyncio.run_coroutine_threadsafe(coro, self.loop)
-            self._pending, self._pending_call = future, call
-        try:
-            return future.result()
-        except concurrent.futures.CancelledError:
-            with self._lock:  # the loop sets it as it cancels
-                stopped_by = self._stopped_by
-            if stopped_by is not None:
-                raise stopped_by from None
-            raise
-        finally:
-            with self._lock:
-                self._pending = self._pending_call = self._stopped_by = None
-
-    def interrupt(self, exc: BaseException) -> None:
-        with self._lock:
-            self._interrupt = exc
-            self._stop_pending(exc)
-
-    def depart(self, exc: BaseException) -> None:
-        with self._lock:
-            pending = self._pending
-            if pending is not None and not pending.done() and self._pending_call in _RECEIVE_CALLS:
-                return  # a receive in progress returns what came before the departure, or raises it
-            if not self._stop_pending(exc):
-                self._departure = exc  # for the next wait
-
-    def _stop_pending(self, exc: BaseException) -> bool:
-        """Make the wait in progress raise ``exc``; False if there is none (the
-        thread is between waits, or its last one has ended but not returned)."""
-        pending = self._pending
-        if pending is None or not pending.cancel():
-            return False
-        self._stopped_by = exc
-        return True
-
-
 def run_sync(fn: t.Callable[..., T], *args: t.Any, **kwargs: t.Any) -> t.Any:
     """Run a blocking ``fn(*args, **kwargs)`` off the event loop.
 
@@ -371,10 +278,10 @@ def run_sync(fn: t.Callable[..., T], *args: t.Any, **kwargs: t.Any) -> t.Any:
     mode, a sync HTTP view in the worker pool), ``fn`` is simply called there:
     that thread may block, so an app can switch modes without changing code.
     """
-    if getattr(_thread_state, "loop", None) is not None:
+    if current_portal() is not None:
         return fn(*args, **kwargs)
     call = functools.partial(fn, *args, **kwargs)
-    if isinstance(getcurrent(), BridgeGreenlet):
+    if in_bridge():
         return await_(asyncio.to_thread(call))
     try:
         asyncio.get_running_loop()
@@ -405,7 +312,7 @@ def make_async_to_sync(
         @functools.wraps(func)
         def wrapper(*args: t.Any, **kwargs: t.Any) -> t.Any:
             nonlocal fallback_wrapper
-            if isinstance(getcurrent(), BridgeGreenlet) or getattr(_thread_state, "loop", None):
+            if in_bridge() or current_portal() is not None:
                 return await_(func(*args, **kwargs))
             if fallback is None:
                 return _run_in_new_loop(func, args, kwargs)

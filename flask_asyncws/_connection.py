@@ -26,7 +26,7 @@ from ._dispatch import (
     preprocess_websocket,
     websocket_handler,
 )
-from ._http import build_environ
+from ._environ import build_environ
 from ._log import logger
 from ._watchdog import watchdog_for
 from ._websocket import Websocket

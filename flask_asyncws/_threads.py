@@ -7,7 +7,7 @@ import contextvars
 import threading
 import typing as t
 
-from ._bridge import Portal, bind_thread_to_loop
+from ._portal import Portal, settle
 from ._websocket import Websocket, WebsocketDisconnect
 
 
@@ -23,21 +23,15 @@ async def run_handler_in_thread(ws: Websocket, handler: t.Callable[..., t.Any], 
     loop = asyncio.get_running_loop()
     done: asyncio.Future[t.Any] = loop.create_future()
     context = contextvars.copy_context()
-    portal = Portal(ws, loop)
-
-    def settle(ok: bool, value: t.Any) -> None:
-        if not done.done():
-            done.set_result(value) if ok else done.set_exception(value)
+    portal = Portal(loop, owner=ws)
 
     def target() -> None:
-        bind_thread_to_loop(loop, portal)
         try:
-            outcome = (True, context.run(handler, **kwargs))
+            with portal:
+                outcome = (True, context.run(handler, **kwargs))
         except BaseException as exc:
             outcome = (False, exc)
-        finally:
-            bind_thread_to_loop(None)
-        loop.call_soon_threadsafe(settle, *outcome)
+        settle(loop, done, *outcome)
 
     def departed() -> None:
         portal.depart(ws.disconnect or WebsocketDisconnect(1006))

@@ -21,10 +21,11 @@ import typing as t
 
 from greenlet import getcurrent
 
-from ._bridge import BridgeGreenlet, current_portal, finish_in, hand_over, wait_in
+from ._bridge import BridgeGreenlet, finish_in, hand_over, wait_in
 from ._handshake import Handshake, check_close, check_subprotocol, exact, header_list, send_event, spec_version
 from ._log import logger
 from ._misuse import MisuseGuard
+from ._portal import current_portal
 from ._quirks import close_event, server_of
 from ._reader import Reader
 from ._state import ACCEPTED, CLOSED, CONNECTING, DISCONNECTED, NEXT, IllegalTransition, State, WebsocketDisconnect

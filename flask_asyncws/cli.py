@@ -31,8 +31,6 @@ from flask.helpers import get_debug_flag
 
 from ._config import SOCKET_ENV, Settings
 
-#: Set in a server process started by the reloader: the inherited socket's fd.
-
 #: How often the reloader looks for changed files, in seconds.
 RELOAD_INTERVAL = 1.0
 

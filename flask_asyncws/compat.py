@@ -22,9 +22,10 @@ import typing as t
 
 import flask
 
-from ._bridge import await_, current_portal
+from ._bridge import await_
 from ._context import websocket
 from ._extension import AsyncWS
+from ._portal import Portal, current_portal
 from ._routing import websocket as register_websocket
 from ._websocket import Websocket, WebsocketDisconnect
 
@@ -118,7 +119,9 @@ class WebSocket:
 
     def __init__(self, ws: Websocket) -> None:
         self._ws = ws
-        self._loop: asyncio.AbstractEventLoop = ws._loop
+        portal = current_portal()
+        #: The loop serving the connection, for calls from other threads.
+        self._loop = asyncio.get_running_loop() if portal is None else portal.loop
         self._thread = threading.get_ident()
         options = flask.current_app.config.get("SOCK_SERVER_OPTIONS") or {}
         offered = options.get("subprotocols") or ()
@@ -159,7 +162,7 @@ class WebSocket:
         :class:`ConnectionClosed` is raised.
         """
         if timeout is None:
-            return self._call("receive", self._ws._receive)
+            return t.cast("str | bytes", self._call("receive", self._ws.receive))
         return self._call("receive", self._ws.receive_within, max(timeout, 0))
 
     def close(self, reason: int | None = None, message: str | None = None) -> None:
@@ -173,7 +176,7 @@ class WebSocket:
         operation = _later(func, *args)
         try:
             if not self._in_handler():
-                return asyncio.run_coroutine_threadsafe(operation, self._loop).result()
+                return Portal(self._loop).run(operation)  # another thread: a background sender, say
             portal = current_portal()
             if portal is not None:
                 return portal.run(operation, name)  # a handler in thread mode

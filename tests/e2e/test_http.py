@@ -33,7 +33,8 @@ from support.servers import SERVERS, LiveServer
 from support.versions import REDIRECT_STATUS, STREAMED_TEARDOWNS
 
 from flask_asyncws import AsyncWS
-from flask_asyncws._http import DRAIN_LIMIT, SPOOL_MEMORY, build_environ
+from flask_asyncws._environ import build_environ
+from flask_asyncws._http_body import DRAIN_LIMIT, SPOOL_MEMORY
 
 FLASK_VERSION = tuple(int(part) for part in version("flask").split(".")[:3])
 

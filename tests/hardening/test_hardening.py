@@ -37,7 +37,7 @@ from websockets.sync.client import connect
 
 from flask_asyncws import AsyncWS, WebsocketDisconnect, await_, run_sync, websocket
 from flask_asyncws._bridge import greenlet_spawn
-from flask_asyncws._http import build_environ
+from flask_asyncws._environ import build_environ
 from flask_asyncws._watchdog import watchdog_for
 
 AUTOBAHN_CASES = ["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.1.*", "9.2.*"]

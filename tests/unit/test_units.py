@@ -404,7 +404,7 @@ def test_finished_greenlets_are_reused_and_keep_nothing_of_their_job() -> None:
 
     from greenlet import getcurrent
 
-    from flask_asyncws._bridge import IDLE_GREENLETS, _idle, greenlet_spawn
+    from flask_asyncws._bridge import IDLE_GREENLETS, greenlet_spawn, idle_greenlets
 
     class Payload:
         pass
@@ -436,8 +436,8 @@ def test_finished_greenlets_are_reused_and_keep_nothing_of_their_job() -> None:
         assert results == [None] * (IDLE_GREENLETS + 20)
         # Exactly the idle ones outlive their jobs, freed by reference counting alone.
         alive = {id(g) for g in (ref() for ref in ran_in) if g is not None}
-        assert len(_idle()) == IDLE_GREENLETS
-        assert alive == {id(g) for g in _idle()}
+        assert len(idle_greenlets()) == IDLE_GREENLETS
+        assert alive == {id(g) for g in idle_greenlets()}
 
     gc.disable()
     try:
