@@ -368,3 +368,11 @@ def _run_in_new_loop(func: t.Callable[..., t.Awaitable[T]], args: t.Any, kwargs:
 
 
 _MISSING = object()
+
+
+def thread_ident() -> int:
+    """This thread's ident as one shared int object (not a new one per connection)."""
+    ident: int | None = getattr(_thread_state, "ident", None)
+    if ident is None:
+        ident = _thread_state.ident = threading.get_ident()
+    return ident

@@ -38,7 +38,6 @@ from flask import Flask, Request
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
-    from flask.ctx import _AppCtxGlobals
     from flask.sessions import SessionMixin
 
 __all__ = [
@@ -221,9 +220,10 @@ def pop_copied_request_context(ctx: RequestContext, exc: BaseException | None) -
         _set_globals(ctx, shared)  # entered again, the copy shares it again
 
 
-def _globals(ctx: RequestContext) -> _AppCtxGlobals:
-    return t.cast("_AppCtxGlobals", t.cast(t.Any, ctx).g)
+def _globals(ctx: RequestContext) -> object:
+    """The context's ``g`` (``app.app_ctx_globals_class``, which an app may replace)."""
+    return t.cast(object, t.cast(t.Any, ctx).g)
 
 
-def _set_globals(ctx: RequestContext, g: _AppCtxGlobals) -> None:
+def _set_globals(ctx: RequestContext, g: object) -> None:
     t.cast(t.Any, ctx).g = g

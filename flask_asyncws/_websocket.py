@@ -6,11 +6,11 @@ handler (a greenlet on the loop) they block and return the result; called from
 async code they return an awaitable. Misusing a form raises an error that says
 what to write instead, so a message is never silently lost.
 
-The protocol state is a :class:`~flask_asyncws._state.State`; reading from the
-server is the :class:`~flask_asyncws._reader.Reader`'s, noticing a forgotten
-``await`` the :class:`~flask_asyncws._misuse.MisuseGuard`'s. The per-message
-paths (``receive()`` and ``send()``) read the few fields of those they need
-directly: each method call or object more there is a cost on every message.
+The protocol state is a :class:`~flask_asyncws._state.State`; the
+:class:`~flask_asyncws._reader.Reader` reads from the server, the
+:class:`~flask_asyncws._misuse.MisuseGuard` notices a forgotten ``await``.
+``receive()`` and ``send()`` read the fields they need directly: each call
+more there is paid on every message.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import typing as t
 
 from greenlet import getcurrent
 
-from ._bridge import BridgeGreenlet, finish_in, hand_over, wait_in
+from ._bridge import BridgeGreenlet, finish_in, hand_over, thread_ident, wait_in
 from ._handshake import Handshake, check_close, check_subprotocol, exact, header_list, send_event, spec_version
 from ._log import logger
 from ._misuse import MisuseGuard
@@ -49,8 +49,8 @@ class Websocket(Handshake):
     Sync handlers call ``websocket.receive()``; async handlers ``await`` it.
 
     The names not in the API docs (``reader``, ``asgi_send``, ``shut()``,
-    ``refuse()``, ``departed()``, ``check_awaited()``, ``watch()``,
-    ``stop_watching()``) are the package's own, for the connection's life.
+    ``refuse()``, ``departed()``, ``check_awaited()``) are the package's own,
+    for the connection's life.
     """
 
     __slots__ = (
@@ -90,7 +90,7 @@ class Websocket(Handshake):
         #: The server's send (package-internal: the refusal and shutdown paths use it).
         self.asgi_send = send
         self._loop = asyncio.get_running_loop()
-        self._thread = _thread_ident()
+        self._thread = thread_ident()
         #: The greenlet running the loop: async code calls from there.
         self._home = getcurrent()
         self._state = CONNECTING
@@ -435,14 +435,6 @@ class Websocket(Handshake):
         elif notify and self.on_disconnect is not None:
             self.on_disconnect()
 
-    def watch(self) -> None:
-        """Start noticing the client's messages and departure."""
-        self.reader.watch()
-
-    def stop_watching(self) -> None:
-        """The connection is over: stop reading from the server."""
-        self.reader.stop()
-
     async def _send_to_server(self, message: dict[str, t.Any]) -> None:
         try:
             await self.asgi_send(message)
@@ -458,14 +450,3 @@ class Websocket(Handshake):
         """
         self.departed(1006, "", notify=False)
         return WebsocketDisconnect(1006)
-
-
-_per_thread = threading.local()
-
-
-def _thread_ident() -> int:
-    """This thread's ident as one shared int object (not a new one per connection)."""
-    ident: int | None = getattr(_per_thread, "ident", None)
-    if ident is None:
-        ident = _per_thread.ident = threading.get_ident()
-    return ident

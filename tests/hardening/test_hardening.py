@@ -855,7 +855,7 @@ def test_send_loop_sees_disconnect_when_server_send_never_yields() -> None:
 
             for kind in ("async", "sync"):
                 ws = Websocket(request._get_current_object(), {"type": "websocket"}, receive, send)
-                ws.watch()
+                ws.reader.watch()
 
                 def sync_loop(ws: Websocket = ws) -> None:
                     while True:
@@ -869,6 +869,6 @@ def test_send_loop_sees_disconnect_when_server_send_never_yields() -> None:
                             while True:
                                 await ws.send("x")
                 finally:
-                    ws.stop_watching()
+                    ws.reader.stop()
 
     asyncio.run(main())

@@ -1,4 +1,5 @@
-"""The package's shape, checked: its internal imports form no cycle.
+"""The package's shape, checked: no import cycle, no module reaching into another's
+private names, no module too long to read.
 
 Type-only imports count too: a cycle hidden behind ``TYPE_CHECKING`` is still two
 modules that each need the other to be read.
@@ -75,3 +76,66 @@ def test_no_import_cycle() -> None:
     trees = modules()
     graph = {name: imported(tree, set(trees)) - {name} for name, tree in trees.items()}
     assert find_cycle(graph) is None
+
+
+#: Names with a leading underscore that are public by their owners' documentation.
+DOCUMENTED_PRIVATE = {
+    "_current_frames",  # sys._current_frames(): documented in the sys module
+    "_get_current_object",  # werkzeug.local.LocalProxy: documented as the way to unwrap a proxy
+}
+
+#: The most lines a module may have: about 450, as the package's layout promises.
+MAX_LINES = 460
+
+
+def defined_names(tree: ast.Module) -> set[str]:
+    """Every name a module defines or binds: its own, which it may use with or without an underscore."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            names.add(node.attr)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            names.add(node.value)  # __slots__ entries
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+    return names
+
+
+def reached_privates(tree: ast.Module, modules: set[str]) -> list[str]:
+    """Underscore names ``tree`` takes from elsewhere: imported, or read off an object it did not define them for."""
+    own = defined_names(tree)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            for alias in node.names:
+                private = alias.name.startswith("_") and not alias.name.startswith("__")
+                if private and alias.name not in modules:
+                    found.append(f"line {node.lineno}: imports {alias.name} from {node.module or '.'}")
+        elif isinstance(node, ast.Attribute):
+            name = node.attr
+            if not name.startswith("_") or name.startswith("__") or name in own or name in DOCUMENTED_PRIVATE:
+                continue
+            found.append(f"line {node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_reached_privates_sees_imports_and_attributes() -> None:
+    tree = ast.parse(
+        "from ._a import _secret, _b\nfrom .c import open_\ndef f(ws):\n    ws._close()\n    sys._current_frames()"
+    )
+    assert reached_privates(tree, {"_a", "_b"}) == ["line 1: imports _secret from _a", "line 4: ws._close"]
+
+
+def test_no_module_reaches_another_modules_private_names() -> None:
+    trees = modules()
+    reached = {name: reached_privates(tree, set(trees)) for name, tree in trees.items()}
+    assert {name: found for name, found in reached.items() if found} == {}
+
+
+def test_no_module_is_much_over_450_lines() -> None:
+    lengths = {path.name: len(path.read_text().splitlines()) for path in PACKAGE.glob("*.py")}
+    assert {name: length for name, length in lengths.items() if length > MAX_LINES} == {}

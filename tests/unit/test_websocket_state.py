@@ -39,7 +39,7 @@ def run(test: t.Callable[[Websocket, Server], t.Awaitable[None]]) -> None:
             try:
                 await test(ws, server)
             finally:
-                ws.stop_watching()
+                ws.reader.stop()
 
     asyncio.run(main())
 
