@@ -7,6 +7,7 @@ from ._context import after_this_websocket, copy_current_websocket_context, has_
 from ._extension import AsyncWS
 from ._routing import Blueprint
 from ._websocket import Websocket, WebsocketDisconnect
+from .signals import got_websocket_exception, websocket_finished, websocket_refused, websocket_started
 
 __version__ = "0.1.0.dev0"
 
@@ -18,7 +19,11 @@ __all__ = [
     "after_this_websocket",
     "await_",
     "copy_current_websocket_context",
+    "got_websocket_exception",
     "has_websocket_context",
     "run_sync",
     "websocket",
+    "websocket_finished",
+    "websocket_refused",
+    "websocket_started",
 ]

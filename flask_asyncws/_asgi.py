@@ -71,7 +71,7 @@ class ASGIApp:
         settings = self._settings()
         refusal = self._refusal(scope, settings)
         if refusal is not None:
-            await deny(scope, send, refusal)
+            await deny(self.app, scope, send, refusal)
             await settle(receive, send)
             return
         # Served, settled if closed for what the client sent, counted out for shutdown()'s drain.

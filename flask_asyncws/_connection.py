@@ -30,6 +30,7 @@ from ._environ import build_environ
 from ._log import logger
 from ._watchdog import watchdog_for
 from ._websocket import Websocket
+from .signals import websocket_finished, websocket_started
 
 if t.TYPE_CHECKING:
     from ._config import Settings
@@ -149,6 +150,8 @@ class Connection:
         rv = None
         self._dispatching = True
         try:
+            if websocket_started.receivers:
+                websocket_started.send(self.app, _async_wrapper=self.app.ensure_sync, websocket=self.websocket)
             rv = preprocess_websocket(self.app, self.context)
             if rv is None:
                 handler = websocket_handler(self.app, self.context)
@@ -180,9 +183,18 @@ class Connection:
         finally:
             rv = raised = None
             try:
-                do_teardown_websocket(self.app, self.context, error)
+                if websocket_finished.receivers:
+                    self._finished()
             finally:
-                error = None  # no cycle through this frame
+                try:
+                    do_teardown_websocket(self.app, self.context, error)
+                finally:
+                    error = None  # no cycle through this frame
+
+    def _finished(self) -> None:
+        ws = self.websocket
+        code = ws.close_code if ws.accepted else None
+        websocket_finished.send(self.app, _async_wrapper=self.app.ensure_sync, websocket=ws, code=code)
 
     def _cancelled(self) -> None:
         """The server is cancelling us (shutdown): tell the client, not just drop it."""
@@ -203,7 +215,8 @@ class Connection:
             if ws.accepted:
                 await ws.refuse(*GOING_AWAY, notify=True)
                 return
-            await deny(self.scope, ws.asgi_send, Response("The server is shutting down.", 503, mimetype="text/plain"))
+            response = Response("The server is shutting down.", 503, mimetype="text/plain")
+            await deny(self.app, self.scope, ws.asgi_send, response, ws)
         except Exception:
             logger.debug("Closing %r at shutdown failed.", ws.path, exc_info=True)
         ws.departed(*GOING_AWAY)  # the handler may not answer any more: it has been answered

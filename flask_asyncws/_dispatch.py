@@ -40,6 +40,7 @@ from ._quirks import server_of
 from ._routing import handler_of, hooks
 from ._threads import run_handler_in_thread
 from ._websocket import WebsocketDisconnect
+from .signals import got_websocket_exception
 
 if t.TYPE_CHECKING:
     from ._context import WebsocketContext
@@ -151,7 +152,7 @@ def finalize_websocket(app: Flask, context: WebsocketContext, rv: t.Any) -> None
         await_(ws.shut(1000, ""))
     elif response is not None:
         _save_session(app, response)
-        _deny(context, response)
+        _deny(app, context, response)
     else:
         logger.debug("Websocket handler for %r returned without accepting; closing (HTTP 403).", ws.path)
         await_(ws.shut(1000, ""))
@@ -160,13 +161,17 @@ def finalize_websocket(app: Flask, context: WebsocketContext, rv: t.Any) -> None
 def handle_websocket_exception(app: Flask, context: WebsocketContext, exc: Exception) -> Exception:
     """An exception no error handler took: 500 before accept, 1011 after; returns it for the teardowns.
 
-    As Flask's ``handle_exception``: ``got_request_exception``, logged unless
+    As Flask's ``handle_exception``: ``got_websocket_exception`` then
+    ``got_request_exception`` (a receiver of the first, such as one tagging
+    an error tracker's scope, runs before one of the second captures), logged unless
     propagated, the 500 error handler's response (after hooks too, their errors
     logged) before accept. With ``PROPAGATE_EXCEPTIONS`` (testing, debug) it is
     raised after the refusal or close. The client leaving while being told is
     not raised: the error is what ended the connection.
     """
     ws = context.websocket
+    if got_websocket_exception.receivers:
+        got_websocket_exception.send(app, _async_wrapper=app.ensure_sync, websocket=ws, exception=exc)
     got_request_exception.send(app, _async_wrapper=app.ensure_sync, exception=exc)
     propagate = app.config["PROPAGATE_EXCEPTIONS"]
     if propagate is None:
@@ -179,9 +184,9 @@ def handle_websocket_exception(app: Flask, context: WebsocketContext, exc: Excep
         elif ws.accepted:
             await_(ws.shut(1011, ""))
         elif propagate:
-            _deny(context, app.make_response(InternalServerError(original_exception=exc)))
+            _deny(app, context, app.make_response(InternalServerError(original_exception=exc)))
         else:
-            _deny(context, _server_error_response(app, context, exc))
+            _deny(app, context, _server_error_response(app, context, exc))
     except WebsocketDisconnect:
         return exc
     if propagate:
@@ -251,10 +256,10 @@ def _save_session(app: Flask, response: Response) -> None:
         interface.save_session(app, current, response)
 
 
-def _deny(context: WebsocketContext, response: Response) -> None:
+def _deny(app: Flask, context: WebsocketContext, response: Response) -> None:
     """Refuse the handshake with ``response`` and wait for the server to take it."""
     ws = context.websocket
-    await_(deny(ws.scope, ws.asgi_send, response))
+    await_(deny(app, ws.scope, ws.asgi_send, response, ws))
     if server_of(ws.asgi_send) == "granian":
         return  # see _denial.settle()
     # Return once the server has taken the response (it reports the

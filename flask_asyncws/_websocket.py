@@ -119,6 +119,12 @@ class Websocket(Handshake):
         return self._state is CLOSED or self._state is DISCONNECTED
 
     @property
+    def close_code(self) -> int | None:
+        """The code the connection ended with: the app's close, else the client's departure; None before."""
+        end = self._closed or self._disconnect
+        return None if end is None else end[0]
+
+    @property
     def disconnect(self) -> WebsocketDisconnect | None:
         """The client's departure, once known."""
         return None if self._disconnect is None else WebsocketDisconnect(*self._disconnect)
