@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import threading
 import typing as t
 
 import pytest
@@ -134,3 +136,35 @@ def test_unhandled_error(app: Flask, serve: t.Callable[..., LiveServer], accept_
     expected += ["finished"] if accept_first else ["refused", "finished"]
     assert received.names() == expected
     assert received.wait_for("finished")[0]["code"] == (1011 if accept_first else None)
+
+
+def test_shutdown_refuses_and_finishes(app: Flask, serve: t.Callable[..., LiveServer]) -> None:
+    """At shutdown a handshake the app holds is refused with 503 (by the app: websocket set),
+    an open websocket closed with 1001."""
+    pending = threading.Event()
+
+    @app.websocket("/open")
+    async def open_handler() -> None:
+        while True:
+            await websocket.send(await websocket.receive())
+
+    @app.websocket("/pending")
+    async def pending_handler() -> None:
+        pending.set()
+        await asyncio.sleep(60)  # never accepts
+
+    received = subscribed(app)
+    srv = serve(app)
+    with connect(srv.ws_url + "/open") as ws:
+        ws.send("x")
+        assert ws.recv(timeout=5) == "x"
+        statuses: list[int] = []
+        waiting = threading.Thread(target=lambda: statuses.append(refused_status(srv.ws_url + "/pending")))
+        waiting.start()
+        assert pending.wait(10)
+        srv.call(app.asgi_app.shutdown())  # type: ignore[attr-defined]
+        waiting.join(10)
+        assert statuses == [503]
+    assert received.wait_for("refused") == [{"status": 503, "path": "/pending"}]
+    finished = sorted(received.wait_for("finished", 2), key=lambda kwargs: kwargs["path"])
+    assert finished == [{"path": "/open", "code": 1001}, {"path": "/pending", "code": None}]
