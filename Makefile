@@ -14,7 +14,7 @@ endif
 VENV_PYTHON := $(VENV)/bin/python
 PIP := $(VENV_PYTHON) -m pip --quiet --disable-pip-version-check
 # The extras `make test` installs.
-TEST_EXTRAS := test,bench,browser
+TEST_EXTRAS := test,bench,browser,metrics
 # Where `make run` listens (hypercorn's --bind).
 BIND ?= 127.0.0.1:8000
 

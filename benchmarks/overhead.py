@@ -131,10 +131,21 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--messages", type=int, default=20000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--metrics", action="store_true", help="add our app with Prometheus metrics on (sync+metrics, async+metrics)"
+    )
     args = parser.parse_args(argv)
     ours = apps.make_flask_asyncws().asgi_app  # type: ignore[attr-defined]
     quart = apps.make_quart()
     cases = {"raw": (apps.raw_echo, "/"), "sync": (ours, "/sync"), "async": (ours, "/async"), "quart": (quart, "/echo")}
+    if args.metrics:
+        from prometheus_client import CollectorRegistry
+
+        from flask_asyncws.metrics import init_metrics
+
+        measured = apps.make_flask_asyncws()
+        init_metrics(measured, path=None, registry=CollectorRegistry())
+        cases |= {"sync+metrics": (measured.asgi_app, "/sync"), "async+metrics": (measured.asgi_app, "/async")}  # type: ignore[attr-defined]
     greenlet_floor = (apps.make_greenlet_floor(), "/floor")
     echo_floors = {"greenlet-ctx": greenlet_floor, "async-ctx": (apps.make_async_floor(), "/floor")}
     floor = {"flask-ctx": (apps.make_context_floor(), "/floor"), "greenlet-ctx": greenlet_floor}

@@ -52,6 +52,9 @@ class ASGIApp:
         self._drained: list[asyncio.Event] = []
         self._refusal_warned: float | None = None
         self._refusals_unwarned = 0
+        #: Set by :func:`flask_asyncws.metrics.init_metrics`: wraps an accepted
+        #: connection's receive and send to count its messages (None: nothing per message).
+        self.message_counter: t.Callable[[ASGIReceive, ASGISend], tuple[ASGIReceive, ASGISend]] | None = None
 
     async def __call__(self, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
         kind = scope["type"]
@@ -74,6 +77,8 @@ class ASGIApp:
             await deny(self.app, scope, send, refusal)
             await settle(receive, send)
             return
+        if self.message_counter is not None:
+            receive, send = self.message_counter(receive, send)
         # Served, settled if closed for what the client sent, counted out for shutdown()'s drain.
         connection = Connection(self.app, scope, receive, send, settings)
         self.connections.add(connection)

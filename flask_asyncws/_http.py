@@ -47,6 +47,8 @@ class HTTPBridge:
         self.app = app
         self._settings = settings
         self._pool: WorkerPool | None = None
+        #: Set by :func:`flask_asyncws.metrics.init_metrics`: told the worker pool's load (see ``WorkerPool.on_load``).
+        self.on_pool_load: t.Callable[[int, int], None] | None = None
         self._async_endpoints: frozenset[str] | None = None
 
     async def __call__(self, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
@@ -70,7 +72,7 @@ class HTTPBridge:
             else:
                 pool = self._pool
                 if pool is None:
-                    pool = self._pool = WorkerPool(self._settings().http_threads, "asyncws-http")
+                    pool = self._pool = WorkerPool(self._settings().http_threads, "asyncws-http", self.on_pool_load)
                 exchange.portal = portal = Portal(loop)
                 result = await pool.run(loop, self._work, exchange, portal, environ)
         except BaseException:

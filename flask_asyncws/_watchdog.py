@@ -36,6 +36,10 @@ _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _watchdogs: dict[asyncio.AbstractEventLoop, Watchdog] = {}
 _watchdogs_lock = threading.Lock()
 
+#: Called (from the watchdog's thread) for each blocked-loop warning: the
+#: metrics' counter (:mod:`flask_asyncws.metrics`) when they are on.
+blocked_listeners: list[t.Callable[[], None]] = []
+
 
 def watchdog_for(threshold_ms: float, loop: asyncio.AbstractEventLoop | None = None) -> Watchdog:
     """The watchdog of ``loop`` (default: the running loop), made on first use.
@@ -170,6 +174,8 @@ class Watchdog:
                 self._report(label, held)
 
     def _report(self, label: Label, blocked: float) -> None:
+        for listener in blocked_listeners:
+            listener()
         frame = sys._current_frames().get(self._loop_thread or 0)
         if frame is None:
             stack = "(stack unavailable)"

@@ -26,9 +26,13 @@ class WorkerPool:
     #: How long :meth:`aclose` waits for busy workers to finish.
     SHUTDOWN_TIMEOUT = 5.0
 
-    def __init__(self, size: int, name: str) -> None:
+    def __init__(self, size: int, name: str, on_load: t.Callable[[int, int], None] | None = None) -> None:
         self.size = size
         self.name = name
+        #: Called on the loop with (busy, queued) as calls start and end; None: nothing counted.
+        self.on_load = on_load
+        #: Calls started and not yet finished (counted only with ``on_load``).
+        self.in_flight = 0
         self.threads: list[threading.Thread] = []
         self._jobs: queue.SimpleQueue[tuple[t.Any, ...] | None] = queue.SimpleQueue()
         self._idle = threading.Semaphore(0)
@@ -40,7 +44,16 @@ class WorkerPool:
         if not self._idle.acquire(blocking=False):
             self._spawn()
         self._jobs.put((loop, future, contextvars.copy_context(), fn, args))
+        if self.on_load is not None:
+            self._loaded(1)
+            future.add_done_callback(lambda _: self._loaded(-1))
         return future
+
+    def _loaded(self, change: int) -> None:
+        """Tell ``on_load`` the calls running (at most one per thread) and waiting for a thread."""
+        self.in_flight += change
+        busy = min(self.in_flight, len(self.threads))
+        self.on_load(busy, self.in_flight - busy)  # type: ignore[misc]
 
     def _spawn(self) -> None:
         with self._lock:
