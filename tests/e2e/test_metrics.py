@@ -6,6 +6,7 @@ import threading
 import time
 import typing as t
 import urllib.request
+from collections import Counter
 
 import pytest
 from flask import Flask, abort
@@ -140,23 +141,35 @@ def test_metrics_two_workers_add_up(tmp_path: t.Any) -> None:
         env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)},
         args=["--workers", "2"],
     ) as srv:
-        pids: dict[str, int] = {}
-        connections = 0
-        while len(pids) < 2 or connections < 10:
-            assert connections < 400, f"one worker served all of {connections} connections: {pids}"
+        served: list[str] = []
+
+        def echo(message: str = "abc") -> None:
             with connect(srv.ws_url + "/echo") as ws:
-                pid = str(ws.recv(timeout=5))
-                ws.send("abc")
-                assert ws.recv(timeout=5) == "abc"
-            pids[pid] = pids.get(pid, 0) + 1
-            connections += 1
+                served.append(str(ws.recv(timeout=5)))
+                ws.send(message)
+                assert ws.recv(timeout=10) == message
+
+        for _ in range(5):
+            echo()
+        # One worker's loop blocked: the connections made meanwhile go to the other one.
+        blocking = threading.Thread(target=echo, args=("block",))
+        blocking.start()
+        while len(served) < 6:
+            time.sleep(0.01)
+        for _ in range(5):
+            echo()
+        blocking.join(10)
+        assert len(set(served)) == 2, served
+        connections = len(served)
         samples = eventually(srv.http_url, lambda s: total(s, "asyncws_closes_total") == connections)
-        print(f"\n{connections} connections over workers {pids}; /metrics:")
+        print(f"\n{connections} connections, by worker: {dict(Counter(served))}; /metrics:")
         with urllib.request.urlopen(srv.http_url + "/metrics", timeout=10) as response:
             print("\n".join(line for line in response.read().decode().splitlines() if line.startswith("asyncws")))
+    assert connections == 11
     assert value(samples, "asyncws_handshakes_total", status="101") == connections
     assert value(samples, "asyncws_messages_received_total") == connections
     assert value(samples, "asyncws_messages_sent_total") == 2 * connections
-    assert value(samples, "asyncws_received_bytes_total") == 3 * connections
+    assert value(samples, "asyncws_received_bytes_total") == 3 * 10 + 5
     assert value(samples, "asyncws_closes_total", code="1006") == connections  # hypercorn's code for a client's close
     assert value(samples, "asyncws_websockets_open") == 0
+    assert value(samples, "asyncws_blocked_loop_warnings_total") == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 from flask import Flask
 
@@ -21,10 +22,17 @@ def hello() -> str:
 
 @app.websocket("/echo")
 def echo() -> None:
-    """Says which worker serves it, then echoes until the client leaves."""
+    """Says which worker serves it, then echoes until the client leaves.
+
+    ``block`` blocks the worker's event loop for two seconds before its echo:
+    the worker accepts no connection meanwhile, so the next ones go to another.
+    """
     websocket.send(str(os.getpid()))
     while True:
-        websocket.send(websocket.receive())
+        message = websocket.receive()
+        if message == "block":
+            time.sleep(2)
+        websocket.send(message)
 
 
 asgi_app = app.asgi_app  # type: ignore[attr-defined]
