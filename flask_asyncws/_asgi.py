@@ -24,6 +24,7 @@ from ._bridge import greenlet_spawn
 from ._connection import Connection
 from ._denial import deny, settle
 from ._environ import split_target
+from ._groups import close_hub, hub_of
 from ._http import HTTPBridge
 from ._log import logger
 from ._types import ASGIReceive, ASGISend, Scope
@@ -194,9 +195,11 @@ class ASGIApp:
             if message["type"] == "lifespan.startup":
                 self.shutting_down = False
                 try:
+                    if self._settings().broker_url is not None:  # subscribed before the first connection
+                        await asyncio.get_running_loop().run_in_executor(None, hub_of, self.app)
                     await self._serving_hooks("before")
                 except Exception as exc:
-                    logger.exception("A before_serving function failed; the server will not start.")
+                    logger.exception("Starting up failed (the broker, or a before_serving function): not serving.")
                     await send({"type": "lifespan.startup.failed", "message": f"{type(exc).__name__}: {exc}"})
                     return
                 await send({"type": "lifespan.startup.complete"})
@@ -209,6 +212,8 @@ class ASGIApp:
                     return
                 finally:
                     await self.http.aclose()
+                    # The broker's thread blocks while it leaves Redis: not on this loop.
+                    await asyncio.get_running_loop().run_in_executor(None, close_hub, self.app)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

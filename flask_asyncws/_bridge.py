@@ -244,6 +244,23 @@ def finish_in(current: greenlet, coro: t.Awaitable[None]) -> None:
     current.parent.switch(coro)  # pyright: ignore[reportOptionalMemberAccess]
 
 
+def step(awaitable: t.Awaitable[None]) -> t.Awaitable[None] | None:
+    """Run ``awaitable`` until it first suspends: None if it finished there, else the rest, for a task to await.
+
+    For a server's send from plain loop code: it usually finishes without
+    suspending, and then costs no task. An awaitable that is not a coroutine
+    (granian's send is native, and must be awaited by a task) is returned
+    unstarted.
+    """
+    if type(awaitable) is not types.CoroutineType:
+        return awaitable
+    try:
+        pending = awaitable.send(None)
+    except StopIteration:
+        return None
+    return _resumed(awaitable, pending)
+
+
 @types.coroutine
 def _resumed(coro: types.CoroutineType[t.Any, t.Any, t.Any], pending: t.Any) -> t.Generator[t.Any, t.Any, t.Any]:
     """The rest of a coroutine stepped in a greenlet, for its driver to await."""

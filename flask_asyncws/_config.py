@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import typing as t
+import urllib.parse
 
 from ._log import logger
 from ._origin import OriginPolicy
@@ -21,7 +23,13 @@ DEFAULTS: dict[str, t.Any] = {
     "ASYNCWS_HTTP_THREADS": 32,
     "ASYNCWS_BLOCKING_WARN_MS": 100,
     "ASYNCWS_BODY_TIMEOUT": 60,
+    "ASYNCWS_BROKER_URL": None,
+    "ASYNCWS_BROKER_PREFIX": "asyncws:",
+    "ASYNCWS_OUTBOX_LIMIT": 1024 * 1024,
+    "ASYNCWS_PRESENCE_TTL": 15,
 }
+
+BROKER_SCHEMES = ("redis", "rediss", "unix")
 
 SYNC_HANDLER_MODES = ("greenlet", "thread")
 
@@ -39,6 +47,10 @@ class Settings:
     http_threads: int
     blocking_warn_ms: float | None
     body_timeout: float | None
+    broker_url: str | None = None
+    broker_prefix: str = "asyncws:"
+    outbox_limit: int = 1024 * 1024
+    presence_ttl: float = 15.0
 
     @classmethod
     def from_config(cls, config: t.Mapping[str, t.Any]) -> Settings:
@@ -69,10 +81,55 @@ class Settings:
             http_threads=threads,
             blocking_warn_ms=_positive(config, "ASYNCWS_BLOCKING_WARN_MS", float, "a positive number of milliseconds"),
             body_timeout=_positive(config, "ASYNCWS_BODY_TIMEOUT", float, "a positive number of seconds"),
+            broker_url=_broker_url(config.get("ASYNCWS_BROKER_URL")),
+            broker_prefix=_prefix(config.get("ASYNCWS_BROKER_PREFIX", "asyncws:")),
+            outbox_limit=_number(
+                "ASYNCWS_OUTBOX_LIMIT",
+                config.get("ASYNCWS_OUTBOX_LIMIT", 1024 * 1024),
+                int,
+                "a positive number of bytes",
+            ),
+            presence_ttl=_number(
+                "ASYNCWS_PRESENCE_TTL", config.get("ASYNCWS_PRESENCE_TTL", 15), float, "a positive number of seconds"
+            ),
         )
 
 
 N = t.TypeVar("N", int, float)
+
+
+def _broker_url(url: t.Any) -> str | None:
+    if url is None:
+        return None
+    scheme = url.partition("://")[0] if isinstance(url, str) else None
+    if scheme not in BROKER_SCHEMES:
+        raise ValueError(
+            f"ASYNCWS_BROKER_URL must be a Redis URL (redis://host:6379/0, rediss://..., unix://...) or None,"
+            f" not {redacted(url) if isinstance(url, str) else url!r}."
+        )
+    return t.cast(str, url)
+
+
+def _prefix(prefix: t.Any) -> str:
+    try:
+        prefix.encode()
+    except (AttributeError, UnicodeEncodeError):
+        raise ValueError(f"ASYNCWS_BROKER_PREFIX must be a str, such as 'myapp:', not {prefix!r}.") from None
+    return t.cast(str, prefix)
+
+
+def redacted(url: str) -> str:
+    """``url`` with its password hidden (in the user part or a ``password`` query option), for messages and logs."""
+    parts = urllib.parse.urlsplit(url)
+    netloc, query = parts.netloc, parts.query
+    if parts.password is not None:
+        netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
+    if "password" in urllib.parse.parse_qs(query):
+        query = urllib.parse.urlencode(
+            [(k, "***" if k == "password" else v) for k, v in urllib.parse.parse_qsl(query, keep_blank_values=True)],
+            safe="*/",
+        )
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def _positive(config: t.Mapping[str, t.Any], key: str, kind: type[N], what: str) -> N | None:
@@ -84,7 +141,7 @@ def _positive(config: t.Mapping[str, t.Any], key: str, kind: type[N], what: str)
 
 def _number(key: str, value: t.Any, kind: type[N], what: str) -> N:
     allowed = (int, float) if kind is float else (int,)
-    if isinstance(value, bool) or not isinstance(value, allowed) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, allowed) or not 0 < value < math.inf:
         raise ValueError(f"{key} must be {what}, not {value!r}.")
     return kind(value)
 

@@ -10,6 +10,7 @@ shutdown (:meth:`Connection.going_away`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import typing as t
 
@@ -27,6 +28,7 @@ from ._dispatch import (
     websocket_handler,
 )
 from ._environ import build_environ
+from ._groups import new_member
 from ._log import logger
 from ._watchdog import watchdog_for
 from ._websocket import Websocket
@@ -38,6 +40,8 @@ if t.TYPE_CHECKING:
 
 #: The close code and reason of a websocket the app closes because the server shuts down.
 GOING_AWAY = (1001, "server shutting down")
+#: Seconds the end of a connection waits for the broker to count it out of its groups.
+LEAVE_WAIT = 5.0
 
 
 class Connection:
@@ -69,6 +73,7 @@ class Connection:
             max_message_size=settings.max_message_size,
             max_queue_size=settings.max_queue_size,
         )
+        self.websocket.new_member = functools.partial(new_member, app)
         self.context = WebsocketContext(self.websocket, self.request_context)
         self.task = asyncio.current_task()
         self._dispatching = False
@@ -109,6 +114,7 @@ class Connection:
             if watchdog is not None:
                 watchdog.unwatch(self.task)  # type: ignore[arg-type]
             ws.reader.stop()
+            ws.detach()
             ws.on_disconnect = ws.take_interrupt = None  # no cycle: the connection is freed on return
             if self._interrupting:
                 self._take_interrupt()
@@ -187,9 +193,23 @@ class Connection:
                     self._finished()
             finally:
                 try:
+                    self._leave_groups()
                     do_teardown_websocket(self.app, self.context, error)
                 finally:
                     error = None  # no cycle through this frame
+
+    def _leave_groups(self) -> None:
+        """End every membership before the teardowns: they, and anyone counting, see it gone."""
+        member = self.websocket.member
+        if member is None:
+            return
+        done = member.leave_all()
+        if done is None or done.done():
+            return
+        try:
+            await_(asyncio.wait_for(asyncio.wrap_future(done), LEAVE_WAIT))
+        except BaseException:  # the broker restores its tallies once back; the teardowns must run
+            logger.debug("The broker did not count %r out of its groups in time.", self.websocket.path, exc_info=True)
 
     def _finished(self) -> None:
         ws = self.websocket

@@ -5,13 +5,17 @@ from __future__ import annotations
 import types
 import typing as t
 
-from flask import Flask
+from flask import Flask, current_app, has_app_context
 
+from . import _flask_version as flask_version
 from . import _routing as routing
 from . import cli, testing
 from ._asgi import ASGIApp
 from ._bridge import make_async_to_sync
+from ._broker import WAIT, preload
 from ._config import DEFAULTS, Settings, warn_unknown_keys
+from ._groups import hub_of, outcome
+from ._handshake import check_group
 from ._routing import (
     T_after_websocket,
     T_before_websocket,
@@ -53,7 +57,9 @@ class AsyncWS:
             raise RuntimeError("AsyncWS is already set up on this app; call init_app once per app.")
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
-        Settings.from_config(app.config)  # fail now on a bad value, naming the key
+        broker_url = Settings.from_config(app.config).broker_url  # fail now on a bad value, naming the key
+        if broker_url is not None:
+            preload(broker_url)
         warn_unknown_keys(app.config)
 
         for name in ("websocket", "add_websocket", "before_websocket", "after_websocket", "teardown_websocket"):
@@ -162,6 +168,46 @@ class AsyncWS:
         """Run ``func()`` (sync or async) once when the server shuts down."""
         self._declare("after_serving", lambda app: _after_serving(app, func))
         return func
+
+    # -- groups ------------------------------------------------------------
+
+    def publish(self, group: str, message: t.Any) -> t.Any:
+        """Send ``message`` to every connection in ``group``, on every worker and host.
+
+        ``str`` is sent as a text message, ``bytes`` as a binary one, anything
+        else as JSON text through ``app.json``. Returns once the message is on
+        its way (with a broker: Redis has it), never waiting for a member. In
+        async code, ``await`` it. Raises :class:`~flask_asyncws.BrokerUnavailable`
+        when the broker cannot be reached.
+        """
+        check_group(group)
+        hub = self._hub("publish")
+        return outcome(hub.publish(group, message), WAIT, hub.where)
+
+    def count(self, group: str) -> t.Any:
+        """The number of live connections in ``group``, on every worker and host (``await`` it in async code)."""
+        check_group(group)
+        hub = self._hub("count")
+        return outcome(hub.count(group), WAIT, hub.where)
+
+    def presence(self, group: str) -> t.Any:
+        """Each ``presence`` value connections joined ``group`` with, and its number of
+        live connections: ``{"ada": 2}`` for a user with two tabs (``await`` it in async code)."""
+        check_group(group)
+        hub = self._hub("presence")
+        return outcome(hub.presence(group), WAIT, hub.where)
+
+    def _hub(self, call: str) -> t.Any:
+        if has_app_context() and current_app.extensions.get("asyncws") is self:
+            app = flask_version.current_app_object()
+        elif self.app is not None:
+            app = self.app
+        else:
+            raise RuntimeError(
+                f"asyncws.{call}() needs the app: AsyncWS() was created without one, so call it inside"
+                " app.app_context() (a request, a handler, a CLI command or a Celery task with the app's context)."
+            )
+        return hub_of(app)
 
     # -- typed access to what init_app adds to an app ---------------------
 

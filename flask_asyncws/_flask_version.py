@@ -141,6 +141,12 @@ def current_session() -> SessionMixin:
     return t.cast("SessionMixin", t.cast(t.Any, flask.session)._get_current_object())
 
 
+def current_app_object() -> Flask:
+    """The current app itself, not the ``flask.current_app`` proxy."""
+    # The proxy's declared type differs between versions; the call is the same.
+    return t.cast("Flask", t.cast(t.Any, flask.current_app)._get_current_object())
+
+
 def request_context(app: Flask, environ: WSGIEnvironment) -> RequestContext:
     """A request context for ``environ``, not yet pushed."""
     return app.request_context(environ)

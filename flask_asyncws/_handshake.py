@@ -163,6 +163,24 @@ def check_subprotocol(subprotocol: str | None, offered: list[str]) -> None:
         )
 
 
+def check_group(group: object, presence: object = None) -> None:
+    """A group is named by a non-empty ``str``; a presence value is a ``str`` or None.
+
+    Both must be text UTF-8 can carry (a lone surrogate, as a client's JSON may
+    hold, cannot): they are Redis keys and fields with a broker.
+    """
+    if not isinstance(group, str) or not group:
+        raise TypeError(f"A group is named by a non-empty str, not {group!r}.")
+    if presence is not None and not isinstance(presence, str):
+        raise TypeError(f"presence= is a str naming who joined (a user name or id) or None, not {presence!r}.")
+    for what, text in (("A group name", group), ("presence=", presence)):
+        if text is not None and not text.isascii():
+            try:
+                text.encode()
+            except UnicodeEncodeError:
+                raise ValueError(f"{what} must be text UTF-8 can encode (no lone surrogates), not {text!r}.") from None
+
+
 _SENDABLE_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})
 
 

@@ -21,8 +21,9 @@ import typing as t
 
 from greenlet import getcurrent
 
+from . import _handshake as handshake
 from ._bridge import BridgeGreenlet, finish_in, hand_over, thread_ident, wait_in
-from ._handshake import Handshake, check_close, check_subprotocol, exact, header_list, send_event, spec_version
+from ._handshake import Handshake, check_close, check_subprotocol, send_event, spec_version
 from ._log import logger
 from ._misuse import MisuseGuard
 from ._portal import current_portal
@@ -67,6 +68,8 @@ class Websocket(Handshake):
         "_thread",
         "_unyielded",
         "asgi_send",
+        "member",
+        "new_member",
         "on_disconnect",
         "reader",
         "request",
@@ -105,6 +108,9 @@ class Websocket(Handshake):
         self.reader = Reader(self, receive, self._loop, max_message_size, max_queue_size)
         #: Called when the client goes away while no receive() is waiting.
         self.on_disconnect: t.Callable[[], None] | None = None
+        #: The connection's side of groups, made by ``new_member(self)`` at its first join.
+        self.member: t.Any = None
+        self.new_member: t.Callable[[Websocket], t.Any] | None = None
         #: The departure an interruption of the task by on_disconnect stands for, once (None: not one).
         self.take_interrupt: t.Callable[[], BaseException | None] | None = None
 
@@ -137,7 +143,7 @@ class Websocket(Handshake):
         Idempotent; ``receive()`` and ``send()`` accept implicitly.
         """
         check_subprotocol(subprotocol, self.requested_subprotocols)
-        return self._run_call("accept", self._accept(header_list(headers), subprotocol))
+        return self._run_call("accept", self._accept(handshake.header_list(headers), subprotocol))
 
     def receive(self) -> t.Any:
         """The next message from the client, ``str`` or ``bytes`` as sent."""
@@ -176,7 +182,7 @@ class Websocket(Handshake):
     def send(self, data: str | bytes) -> t.Any:
         """Send ``str`` as a text message or ``bytes`` as a binary one."""
         if type(data) is not str and type(data) is not bytes:
-            data = exact(data)
+            data = handshake.exact(data)
         if self._max_size is not None and len(data) > self._max_size:
             raise ValueError(
                 f"Outgoing message of {len(data)} bytes exceeds ASYNCWS_MAX_MESSAGE_SIZE ({self._max_size})."
@@ -241,6 +247,43 @@ class Websocket(Handshake):
         except TimeoutError:
             return None
 
+    # -- groups (the connection's Member does the work: see flask_asyncws._groups) --
+
+    def join(self, group: str, presence: str | None = None) -> t.Any:
+        """Receive what is published to ``group``, until :meth:`leave` or the connection ends.
+
+        ``presence`` (a user name or id) is counted in ``asyncws.presence(group)``.
+        Accepts the handshake if the handler has not, once a member: a client
+        that sees the connection open misses nothing published after.
+        """
+        handshake.check_group(group, presence)
+        return self._run_call("join", self._join(group, presence))
+
+    def leave(self, group: str) -> t.Any:
+        """Stop receiving what is published to ``group`` (nothing if not a member)."""
+        handshake.check_group(group)
+        return self._run_call("leave", self._leave(group))
+
+    @property
+    def groups(self) -> frozenset[str]:
+        """The groups this connection has joined."""
+        return frozenset(() if self.member is None else self.member.joined)
+
+    async def _join(self, group: str, presence: str | None) -> None:
+        if self.closed or self.new_member is None:
+            raise self._cannot("join")
+        if self.member is None:
+            self.member = self.new_member(self)
+        await self.member.join(group, presence)
+        # A member before the handshake completes: the client hears of nothing published after it connected.
+        if not self._accepted:
+            await self._accept([], None)
+        self.member.start()
+
+    async def _leave(self, group: str) -> None:
+        if self.member is not None:
+            await self.member.leave(group)
+
     # -- the two call forms --------------------------------------------
 
     def _run_call(self, name: str, coro: t.Coroutine[t.Any, t.Any, T]) -> t.Any:
@@ -300,12 +343,9 @@ class Websocket(Handshake):
         self._state = state
 
     def _cannot(self, call: str) -> BaseException:
-        """The error of ``call`` in a closed state (CLOSED or DISCONNECTED).
-
-        An accept after the handler's own close hears of that close; otherwise
-        the client's departure comes first; a receive after the handler's close
-        raises its code, a send or accept says the handler closed it.
-        """
+        """The error of ``call`` in a closed state (CLOSED or DISCONNECTED). An accept after the
+        handler's own close hears of that close; otherwise the client's departure comes first; a
+        receive after the handler's close raises its code, a send or accept says the handler closed it."""
         if call == "accept" and self._closed is not None:
             return RuntimeError("Cannot accept: the handler already closed this websocket.")
         if self._disconnect is not None:
@@ -420,6 +460,11 @@ class Websocket(Handshake):
                 self.reader.refused_client = True
         self.departed(code, reason, notify=notify)
 
+    def detach(self) -> None:
+        """The connection is over: hold no greenlet of the loop's thread, which may end first (the test
+        client's do); greenlet crashed collecting a dead thread's. Async calls then take :meth:`_run_call`."""
+        self._home = None
+
     def departed(self, code: int, reason: str, *, notify: bool = True) -> None:
         """The client is gone (or treated as gone): every call raises this from now on.
 
@@ -448,11 +493,8 @@ class Websocket(Handshake):
             raise self._gone() from exc
 
     def _gone(self) -> WebsocketDisconnect:
-        """ASGI 2.4: the server raises an OSError from send once the client is gone.
-
-        The caller raises the result, so nobody is interrupted: cancelling the
-        connection's task now would leave that cancellation pending after the
-        handler has ended, for the server's next await.
-        """
+        """ASGI 2.4: the server raises an OSError from send once the client is gone. The caller raises
+        the result, so nobody is interrupted: cancelling the connection's task now would leave that
+        cancellation pending after the handler has ended, for the server's next await."""
         self.departed(1006, "", notify=False)
         return WebsocketDisconnect(1006)

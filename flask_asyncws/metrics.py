@@ -1,6 +1,7 @@
 """Prometheus metrics for an operator: ``init_metrics(app)``, with the ``metrics`` extra.
 
-Built on :mod:`flask_asyncws.signals` (connections, refusals, closes, errors)
+Built on :mod:`flask_asyncws.signals` (connections, refusals, closes, errors,
+a worker falling behind its groups)
 and on three hooks that cost nothing while metrics are off: an accepted
 connection's receive and send wrapped to count its messages, the blocked-loop
 warning, and the HTTP worker pool's load. Under several worker processes
@@ -15,18 +16,24 @@ import os
 import typing as t
 
 from flask import Flask, Response
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    REGISTRY,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    generate_latest,
-    multiprocess,
-)
+
+try:
+    from prometheus_client import (
+        CONTENT_TYPE_LATEST,
+        REGISTRY,
+        CollectorRegistry,
+        Counter,
+        Gauge,
+        generate_latest,
+        multiprocess,
+    )
+except ImportError as exc:  # pragma: no cover - shown by tests/tooling/test_missing_extra.py
+    raise ImportError(
+        f'flask_asyncws.metrics needs prometheus-client ({exc}): pip install "flask-asyncws[metrics]"'
+    ) from exc
 
 from . import _watchdog
-from .signals import got_websocket_exception, websocket_finished, websocket_refused, websocket_started
+from .signals import broker_behind, got_websocket_exception, websocket_finished, websocket_refused, websocket_started
 
 if t.TYPE_CHECKING:
     from ._types import ASGIReceive, ASGISend, Message
@@ -65,6 +72,18 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.behind = Counter(
+            "asyncws_broker_behind",
+            "Times a worker fell behind the groups it delivers for (lost: it lost its broker connection).",
+            ["lost"],
+            registry=r,
+        )
+        self.lag = Gauge(
+            "asyncws_broker_lag_seconds",
+            "Seconds from publish to delivery when a worker last fell behind.",
+            registry=r,
+            multiprocess_mode="max",
+        )
         _watchdog.blocked_listeners.append(self.blocked.inc)
 
     # -- receivers of the signals --
@@ -82,6 +101,11 @@ class Metrics:
 
     def failed(self, sender: Flask, **extra: t.Any) -> None:
         self.errors.inc()
+
+    def fell_behind(self, sender: Flask, *, lag: float | None, lost: bool, **extra: t.Any) -> None:
+        self.behind.labels("true" if lost else "false").inc()
+        if lag is not None:
+            self.lag.set(lag)
 
     def pool_load(self, busy: int, queued: int) -> None:
         self.http_busy.set(busy)
@@ -165,6 +189,7 @@ def init_metrics(app: Flask, *, path: str | None = "/metrics", registry: Collect
     websocket_finished.connect(metrics.finished, app, weak=False)
     websocket_refused.connect(metrics.refused, app, weak=False)
     got_websocket_exception.connect(metrics.failed, app, weak=False)
+    broker_behind.connect(metrics.fell_behind, app, weak=False)
     asgi.message_counter = metrics.count  # type: ignore[union-attr]
     asgi.http.on_pool_load = metrics.pool_load  # type: ignore[union-attr]
     if path is not None:

@@ -52,4 +52,12 @@ websocket_refused = _signals.signal("websocket-refused")
 #: too. Keyword arguments: ``websocket`` and ``exception``.
 got_websocket_exception = _signals.signal("got-websocket-exception")
 
-__all__ = ["got_websocket_exception", "websocket_finished", "websocket_refused", "websocket_started"]
+#: Sent when a worker falls behind the groups it delivers for (with
+#: ``ASYNCWS_BROKER_URL``), at most once a second: ``lag``, the seconds
+#: between a message's publish and its delivery here (``None`` if not
+#: known), and ``lost``, True when the connection to the broker was lost,
+#: so messages published until it is back do not reach this worker's
+#: members. It is also logged. Sent from the worker's broker thread or loop.
+broker_behind = _signals.signal("broker-behind")
+
+__all__ = ["broker_behind", "got_websocket_exception", "websocket_finished", "websocket_refused", "websocket_started"]

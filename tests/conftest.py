@@ -18,6 +18,7 @@ folder is on the import path (pyproject's ``pythonpath``), so any test imports
 
 from __future__ import annotations
 
+import signal
 import typing as t
 
 import pytest
@@ -25,6 +26,43 @@ from support.servers import SERVERS, LiveServer
 
 #: ``type_check/`` holds user-style code for type checkers to check, not tests.
 collect_ignore = ["type_check"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Let the servers the tests start see SIGINT, as a terminal's CTRL+C.
+
+    A run started in the background by a non-interactive shell inherits SIGINT
+    ignored, and a process keeps an ignored signal ignored across exec: a server
+    stopped with SIGINT would never see it. A handler is reset to the default at
+    exec instead.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+#: Packages test files import that an extra installs, and that extra.
+EXTRAS = {"playwright": "browser", "prometheus_client": "metrics", "redis": "redis"}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(
+    collector: pytest.Collector,
+) -> t.Generator[None, pytest.CollectReport, pytest.CollectReport]:
+    """A test file that cannot import what an extra installs says which extra.
+
+    The file still fails (a missing dependency is never a skip); the rest of the
+    suite runs on (pyproject's ``--continue-on-collection-errors``).
+    """
+    report = yield
+    if report.failed and isinstance(collector, pytest.Module):
+        error = str(report.longrepr)
+        for package, extra in EXTRAS.items():
+            if f"No module named '{package}'" in error:
+                report.longrepr = (
+                    f"{error}\n\n{collector.path.name} needs {package}, which the {extra!r} extra installs:"
+                    f' `make test` installs every extra the suite needs (pip install -e ".[test,{extra}]").'
+                )
+    return report
 
 
 def _serving(server: str) -> t.Iterator[t.Callable[..., LiveServer]]:

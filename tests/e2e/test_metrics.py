@@ -10,14 +10,12 @@ from collections import Counter
 
 import pytest
 from flask import Flask, abort
-from prometheus_client import CollectorRegistry
-from prometheus_client.parser import text_string_to_metric_families
+from support.extras import asyncws_metrics, prometheus_client, prometheus_parser
 from support.servers import DocsServer, LiveServer
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from flask_asyncws import AsyncWS, websocket
-from flask_asyncws.metrics import init_metrics
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -27,7 +25,7 @@ def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         text = response.read().decode()
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
+        for family in prometheus_parser.text_string_to_metric_families(text)
         for sample in family.samples
     }
 
@@ -56,7 +54,7 @@ def test_metrics_single_process(serve: t.Callable[..., LiveServer]) -> None:
     app.config["ASYNCWS_HTTP_THREADS"] = 1
     app.config["ASYNCWS_BLOCKING_WARN_MS"] = 100
     AsyncWS(app)
-    init_metrics(app, registry=CollectorRegistry())
+    asyncws_metrics.init_metrics(app, registry=prometheus_client.CollectorRegistry())
     release = threading.Event()
     holding = threading.Event()
 

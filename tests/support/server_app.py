@@ -19,7 +19,7 @@ from flask_asyncws import AsyncWS, WebsocketDisconnect, run_sync, websocket
 
 app = Flask(__name__)
 app.config["ASYNCWS_MAX_QUEUE_SIZE"] = 64 * 1024
-AsyncWS(app)
+asyncws = AsyncWS(app)
 
 #: What the process has seen, reported by /seen.
 seen: dict[str, t.Any] = {"serving": False, "disconnect": None}
@@ -129,6 +129,25 @@ def subprotocol() -> None:
 def headers() -> None:
     websocket.accept(headers={"X-Extra": "yes"})
     websocket.send(websocket.receive())
+
+
+@app.websocket("/group/<name>")
+def group_member(name: str) -> None:
+    websocket.join(name, presence=websocket.args.get("user"))
+    while True:
+        asyncws.publish(name, websocket.receive())
+
+
+@app.websocket("/agroup/<name>")
+async def async_group_member(name: str) -> None:
+    await websocket.join(name, presence=websocket.args.get("user"))
+    while True:
+        await asyncws.publish(name, await websocket.receive())
+
+
+@app.get("/group/<name>")
+def group_count(name: str) -> dict[str, t.Any]:
+    return {"count": asyncws.count(name), "presence": asyncws.presence(name)}
 
 
 asgi_app = app.asgi_app

@@ -58,3 +58,10 @@ def sent() -> None:
 # The short form the app gets at run time is not visible to type checkers.
 app.websocket("/short")(sent)  # error
 app.test_client().websocket("/short")  # error
+
+
+def joins_a_number() -> None:
+    websocket.join(42)  # error
+
+
+asyncws.publish(b"room", "x")  # error

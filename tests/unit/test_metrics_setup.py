@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import pytest
 from flask import Flask
-from prometheus_client import CollectorRegistry
+from support.extras import asyncws_metrics, prometheus_client
 
 from flask_asyncws import AsyncWS, websocket
-from flask_asyncws.metrics import init_metrics
 
 
 def test_init_metrics_needs_the_extension() -> None:
     with pytest.raises(RuntimeError, match=r"AsyncWS\(app\)"):
-        init_metrics(Flask(__name__), registry=CollectorRegistry())
+        asyncws_metrics.init_metrics(Flask(__name__), registry=prometheus_client.CollectorRegistry())
 
 
 def test_counts_through_the_test_client() -> None:
     app = Flask(__name__)
     AsyncWS(app)
-    registry = CollectorRegistry()
-    init_metrics(app, registry=registry)
+    registry = prometheus_client.CollectorRegistry()
+    asyncws_metrics.init_metrics(app, registry=registry)
 
     @app.websocket("/echo")
     async def echo() -> None:

@@ -89,6 +89,19 @@ def test_allow_all_origins_as_a_list_or_a_string(allowed: t.Any) -> None:
         ("ASYNCWS_SYNC_HANDLER_MODE", "fiber", "ASYNCWS_SYNC_HANDLER_MODE"),
         ("ASYNCWS_HTTP_THREADS", 0, "ASYNCWS_HTTP_THREADS"),
         ("ASYNCWS_PING_INTERVAL", True, "ASYNCWS_PING_INTERVAL"),
+        ("ASYNCWS_BROKER_URL", "http://localhost:6379", "ASYNCWS_BROKER_URL must be a Redis URL"),
+        ("ASYNCWS_OUTBOX_LIMIT", 0, "ASYNCWS_OUTBOX_LIMIT must be a positive number of bytes"),
+        ("ASYNCWS_PRESENCE_TTL", "15", "ASYNCWS_PRESENCE_TTL must be a positive number of seconds"),
+        ("ASYNCWS_BROKER_PREFIX", None, "ASYNCWS_BROKER_PREFIX must be a str"),
+        ("ASYNCWS_BROKER_PREFIX", "app\udc80:", "ASYNCWS_BROKER_PREFIX must be a str"),
+        ("ASYNCWS_PRESENCE_TTL", float("inf"), "ASYNCWS_PRESENCE_TTL must be a positive number of seconds"),
+        ("ASYNCWS_PRESENCE_TTL", float("nan"), "ASYNCWS_PRESENCE_TTL must be a positive number of seconds"),
+        ("ASYNCWS_BROKER_URL", "redis://h:99999/0", "ASYNCWS_BROKER_URL redis://h:99999/0 is not a URL redis-py"),
+        (
+            "ASYNCWS_BROKER_URL",
+            "redis://:s3cret@h:port/0",
+            r"ASYNCWS_BROKER_URL redis://:\*\*\*@h:port/0 is not a URL redis-py can use: Port could not be cast",
+        ),
     ],
 )
 def test_invalid_settings_fail_at_init_app(key: str, value: t.Any, message: str) -> None:
