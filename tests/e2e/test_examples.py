@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import itertools
 import json
+import os
 import pathlib
 import re
 import sys
+import time
 import typing as t
 
 import httpx
 import pytest
-from support.servers import ROOT, SERVERS, LiveServer, ServerProcess
+from support.servers import ROOT, SERVERS, LiveServer, ServerProcess, free_port
 from support.versions import REDIRECT_STATUS
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
@@ -57,34 +61,99 @@ def test_echo(server: str, path: str) -> None:
 # -- chat ---------------------------------------------------------------------
 
 
-def recv_json(conn: ClientConnection) -> dict[str, str]:
-    return t.cast("dict[str, str]", json.loads(conn.recv(TIMEOUT)))
+def recv_json(conn: ClientConnection, timeout: float = TIMEOUT) -> dict[str, t.Any]:
+    return t.cast("dict[str, t.Any]", json.loads(conn.recv(timeout)))
+
+
+def received(conn: ClientConnection, n: int, timeout: float = TIMEOUT) -> list[dict[str, t.Any]]:
+    """The next ``n`` messages, each without what changes from run to run: the
+    server's timestamps (checked to be now) and the worker's process id."""
+    messages = []
+    for _ in range(n):
+        message = recv_json(conn, timeout)
+        if "time" in message:
+            assert abs(message.pop("time") / 1000 - time.time()) < 60, message
+        if "at" in message:
+            assert abs(message.pop("at") - time.time()) < 60, message
+        message.pop("worker", None)
+        messages.append(message)
+    return messages
+
+
+def welcome(user: str, room: str) -> dict[str, str]:
+    return {"type": "welcome", "user": user, "room": room}
+
+
+def notice(text: str) -> dict[str, str]:
+    return {"type": "notice", "text": text}
+
+
+def members(**counts: int) -> dict[str, t.Any]:
+    return {"type": "members", "members": counts}
+
+
+def said(user: str, text: str) -> dict[str, str]:
+    return {"type": "message", "user": user, "text": text}
+
+
+def occupancy(room: str, **presence: int) -> dict[str, t.Any]:
+    """What ``GET /rooms/<room>`` answers."""
+    return {"room": room, "count": sum(presence.values()), "presence": presence}
 
 
 def test_chat_rooms() -> None:
-    from examples.chat.app import app, rooms
+    """In process (no broker, one worker): rooms, members, messages, announcements, and nothing left behind."""
+    from examples.chat.app import app
 
-    with LiveServer(app.asgi_app) as srv:
+    assert app.config["ASYNCWS_BROKER_URL"] is None
+    with LiveServer(app.asgi_app) as srv, httpx.Client(base_url=srv.http_url, trust_env=False, timeout=TIMEOUT) as http:
         alice = login(srv, "/login", name="alice")
         bob = login(srv, "/login", name="bob")
         with ws(srv.ws_url + "/ws/lobby", alice) as a:
-            assert recv_json(a) == {"user": "", "text": "alice joined lobby"}
+            welcomed = recv_json(a)
+            assert welcomed["worker"] == os.getpid()  # this process: the server runs in a thread of it
+            assert received(a, 2) == [notice("alice joined"), members(alice=1)]
             with ws(srv.ws_url + "/ws/lobby", bob) as b, ws(srv.ws_url + "/ws/other", bob) as elsewhere:
-                assert recv_json(b) == {"user": "", "text": "bob joined lobby"}
-                assert recv_json(a) == {"user": "", "text": "bob joined lobby"}
-                assert recv_json(elsewhere) == {"user": "", "text": "bob joined other"}
+                assert received(b, 3) == [welcome("bob", "lobby"), notice("bob joined"), members(alice=1, bob=1)]
+                assert received(a, 2) == [notice("bob joined"), members(alice=1, bob=1)]
+                assert received(elsewhere, 3) == [welcome("bob", "other"), notice("bob joined"), members(bob=1)]
+
                 a.send("hi bob")
-                assert recv_json(a) == {"user": "alice", "text": "hi bob"}
-                assert recv_json(b) == {"user": "alice", "text": "hi bob"}
-                b.send("hi alice")
-                assert recv_json(b) == {"user": "bob", "text": "hi alice"}
-                assert recv_json(a) == {"user": "bob", "text": "hi alice"}
+                b.send("   ")  # blank: not published
+                b.send("  hi alice\n")
+                for conn in (a, b):
+                    assert received(conn, 2) == [said("alice", "hi bob"), said("bob", "hi alice")]
                 elsewhere.send("anyone?")
-                assert recv_json(elsewhere) == {"user": "bob", "text": "anyone?"}
-            # bob left the lobby; the other room's message never reached alice
-            assert recv_json(a) == {"user": "", "text": "bob left lobby"}
+                assert received(elsewhere, 1) == [said("bob", "anyone?")]
+
+                assert http.post("/rooms/lobby/announce", json={"text": " Closing at six "}).status_code == 204
+                for conn in (a, b):
+                    assert received(conn, 1) == [{"type": "announcement", "text": "Closing at six"}]
+                assert http.get("/rooms/lobby").json() == occupancy("lobby", alice=1, bob=1)
+                assert http.get("/rooms/other").json() == occupancy("other", bob=1)
+
+                with ws(srv.ws_url + "/ws/lobby", alice) as second_tab:  # counted twice
+                    assert received(second_tab, 3) == [
+                        welcome("alice", "lobby"), notice("alice joined"), members(alice=2, bob=1)
+                    ]  # fmt: skip
+                    for conn in (a, b):
+                        assert received(conn, 2) == [notice("alice joined"), members(alice=2, bob=1)]
+                for conn in (a, b):
+                    assert received(conn, 2) == [notice("alice left"), members(alice=1, bob=1)]
+            # bob's connections ended; what was said in the other room never reached alice
+            assert received(a, 2) == [notice("bob left"), members(alice=1)]
+        deadline = time.monotonic() + TIMEOUT
+        while http.get("/rooms/lobby").json()["count"] and time.monotonic() < deadline:
+            time.sleep(0.02)  # alice's handler leaves as it ends, after her close
+        assert http.get("/rooms/lobby").json() == occupancy("lobby")
+
         assert refused_status(srv.ws_url + "/ws/lobby") == 401
-    assert rooms == {}
+        assert refused_status(srv.ws_url + "/ws/no%20spaces", alice) == 404
+        assert http.get("/rooms/no%20spaces").status_code == 404
+        for body in ({"text": ""}, {"text": 3}, ["text"]):
+            response = http.post("/rooms/lobby/announce", json=body)
+            assert response.status_code == 400 and "text" in response.json()["error"], response.text
+        assert http.post("/rooms/lobby/announce", content=b"not json").status_code == 400
 
 
 def test_chat_pages_need_login() -> None:
@@ -93,9 +162,107 @@ def test_chat_pages_need_login() -> None:
     with LiveServer(app.asgi_app) as srv:
         with httpx.Client(base_url=srv.http_url, trust_env=False, timeout=TIMEOUT) as client:
             assert client.get("/").headers["location"] == "/login"
-            client.post("/login", data={"name": "carol"})
-            page = client.get("/")
-            assert page.status_code == 200 and "carol" in page.text
+            assert client.get("/static/chat.css").status_code == 200  # served by the app, no CDN
+            client.post("/login", data={"name": "<carol>"})
+            page = client.get("/?room=kitchen")
+            assert page.status_code == 200 and "&lt;carol&gt;" in page.text and "<carol>" not in page.text
+            assert 'data-socket="/ws/kitchen"' in page.text
+            assert client.get("/?room=no%20such").status_code == 400
+
+
+def broker_command() -> tuple[dict[str, str], list[str]]:
+    """The chat docstring's command for two workers on Redis: its environment and its command."""
+    doc = importlib.import_module("examples.chat.app").__doc__ or ""
+    [line] = [line for line in doc.splitlines() if "ASYNCWS_BROKER_URL=" in line]
+    words = line.split(": ", 1)[1].split()
+    env = dict(word.split("=", 1) for word in words if re.fullmatch(r"[A-Z_]+=\S+", word))
+    return env, words[len(env) :]
+
+
+def test_chat_on_two_workers_with_redis() -> None:
+    """The docstring's command as written (``hypercorn --workers 2`` with Redis), on a free port and a real
+    redis-server: members on both workers see each other, their messages and the announcements."""
+    from support.redis_server import RedisServer
+
+    env, command = broker_command()
+    assert env == {"ASYNCWS_BROKER_URL": "redis://localhost:6379/0"}
+    assert command == ["hypercorn", "--workers", "2", "examples.chat.app:app.asgi_app"], command
+    port = free_port()
+    base = f"127.0.0.1:{port}"
+    with RedisServer() as redis:
+        argv = [sys.executable, "-m", "hypercorn", "--bind", base, *command[1:]]
+        with (
+            ServerProcess(argv, cwd=ROOT, env={"ASYNCWS_BROKER_URL": redis.url}, exit_timeout=TIMEOUT) as server,
+            httpx.Client(base_url=f"http://{base}", trust_env=False, timeout=TIMEOUT) as http,
+            contextlib.ExitStack() as stack,
+        ):
+            for _worker in range(2):
+                server.wait_for(rf"Running on http://127\.0\.0\.1:{port}", 3 * TIMEOUT)
+            cookies = {}
+            for name in ("alice", "bob"):
+                assert http.post("/login", data={"name": name}).status_code == REDIRECT_STATUS
+                cookies[name] = http.cookies["session"]
+                http.cookies.clear()
+            url = f"ws://{base}/ws/lobby"
+            a = stack.enter_context(ws(url, cookies["alice"]))
+            alice_worker = recv_json(a)["worker"]
+            # Each connection lands on either worker: bob connects until one lands on the other worker.
+            bobs: list[tuple[ClientConnection, int]] = []
+            while len(bobs) < 40 and all(worker == alice_worker for _, worker in bobs):
+                conn = stack.enter_context(ws(url, cookies["bob"]))
+                bobs.append((conn, recv_json(conn)["worker"]))
+            [b] = [conn for conn, worker in bobs if worker != alice_worker]
+            print(f"\nalice on worker {alice_worker}, bob's connections on {[worker for _, worker in bobs]}")
+
+            lobby = http.get("/rooms/lobby").json()
+            assert lobby == occupancy("lobby", alice=1, bob=len(bobs))
+            a.send("from the first worker")
+            assert next_message(b, "message") == said("alice", "from the first worker")
+            b.send("from the second worker")
+            assert next_message(a, "message") == said("alice", "from the first worker")  # her own, first
+            assert next_message(a, "message") == said("bob", "from the second worker")
+            assert http.post("/rooms/lobby/announce", json={"text": "to all"}).status_code == 204
+            for conn in (a, b):
+                assert next_message(conn, "announcement") == {"type": "announcement", "text": "to all"}
+
+            # Redis stops: the websockets stay open, a message not sent says so, HTTP answers 503.
+            redis.stop()
+            a.send("lost?")
+            assert next_message(a, "error") == {
+                "type": "error",
+                "text": "Not sent: the server lost its broker. Try again soon.",
+            }
+            response = http.get("/rooms/lobby")
+            assert response.status_code == 503, response.text
+            assert response.json() == {"error": "The chat's broker is unavailable; try again soon."}
+            # Redis back: each worker subscribes again by itself, after a backoff of its own; until it
+            # has, what is published does not reach its members (at most once across an outage).
+            redis.start()
+            deadline = time.monotonic() + 3 * TIMEOUT
+            for attempt in itertools.count():
+                assert time.monotonic() < deadline, "the room did not come back after Redis restarted"
+                text = f"back {attempt}"
+                if http.post("/rooms/lobby/announce", json={"text": text}).status_code != 204:
+                    time.sleep(0.1)
+                    continue
+                try:
+                    for conn in (a, b):
+                        while next_message(conn, "announcement", timeout=1)["text"] != text:
+                            pass  # one that reached it before the other worker was back
+                    break
+                except TimeoutError:
+                    continue
+            b.send("still here")
+            for conn in (a, b):
+                assert next_message(conn, "message") == said("bob", "still here")
+
+
+def next_message(conn: ClientConnection, kind: str, timeout: float = TIMEOUT) -> dict[str, t.Any]:
+    """The next message of type ``kind``, skipping the others (without its timestamps)."""
+    while True:
+        [message] = received(conn, 1, timeout)
+        if message["type"] == kind:
+            return message
 
 
 # -- auth ---------------------------------------------------------------------
@@ -196,7 +363,10 @@ def run_commands(text: str) -> list[tuple[list[str], int | None]]:
     found = []
     for match in re.finditer(r"^ ?(?:Run|or): (.+?)(?:\s{2,}\((.*)\))?$", text, re.MULTILINE):
         port = re.search(r"://127\.0\.0\.1:(\d+)", match.group(2) or "")
-        found.append((match.group(1).split(), int(port.group(1)) if port else None))
+        command = match.group(1).split()
+        while re.fullmatch(r"[A-Z_]+=\S*", command[0]):  # NAME=value: the environment, not the command
+            command.pop(0)
+        found.append((command, int(port.group(1)) if port else None))
     return found
 
 
