@@ -87,6 +87,24 @@ def cpu_seconds(pid: int) -> float:
     return _over_tree(pid, "stat", user_and_system)
 
 
+def wait_for_http(proc: subprocess.Popen[bytes], name: str, port: int, path: str, timeout: float) -> None:
+    """Wait until ``proc`` answers ``GET path`` on ``port`` with any HTTP response."""
+    deadline = time.monotonic() + timeout
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(request)
+                if s.recv(16).startswith(b"HTTP/1.1"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{name} did not answer within {timeout}s")
+
+
 class Server:
     """One app under one server, in its own process, on a fresh port."""
 
@@ -115,19 +133,7 @@ class Server:
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
-                    s.sendall(b"GET /ready HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-                    if s.recv(16).startswith(b"HTTP/1.1"):
-                        return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not answer within {timeout}s")
+        wait_for_http(self.proc, self.name, self.port, "/ready", timeout)
 
     @property
     def pid(self) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import socket
 import sys
+import typing as t
 
 from .client import raise_fd_limit
 
@@ -51,29 +52,33 @@ def main(argv: list[str] | None = None) -> None:
     if args.server == "gunicorn":
         serve_gunicorn(application, args.fd, args.threads)
         return
+    serve_asgi(args.server, application, args.fd)
+
+
+def serve_asgi(server: str, application: t.Any, fd: int, lifespan: str = "on") -> None:
+    """Serve ``application`` with hypercorn or uvicorn on uvloop, on the listening socket ``fd``."""
     import uvloop
 
-    sock = socket.socket(fileno=args.fd)
-    if args.server == "hypercorn":
+    if server == "hypercorn":
         from hypercorn.asyncio import serve
         from hypercorn.config import Config
 
         config = Config()
-        config.bind = [f"fd://{args.fd}"]
+        config.bind = [f"fd://{fd}"]
         config.accesslog = None
         config.errorlog = "-"
         config.loglevel = "WARNING"
         config.graceful_timeout = 1.0
         config.backlog = LISTEN_BACKLOG  # hypercorn listens again on the socket, by default with 100
-        uvloop.run(serve(application, config))  # type: ignore[arg-type]
+        uvloop.run(serve(application, config))
     else:
         import uvicorn
 
-        config = uvicorn.Config(
-            application, loop="uvloop", log_level="warning", lifespan="on", access_log=False, backlog=LISTEN_BACKLOG
+        sock = socket.socket(fileno=fd)
+        uconfig = uvicorn.Config(
+            application, loop="uvloop", log_level="warning", lifespan=lifespan, access_log=False, backlog=LISTEN_BACKLOG
         )
-        server = uvicorn.Server(config)
-        uvloop.run(server.serve(sockets=[sock]))
+        uvloop.run(uvicorn.Server(uconfig).serve(sockets=[sock]))
 
 
 def serve_gunicorn(application: object, fd: int, threads: int) -> None:

@@ -214,7 +214,7 @@ def test_every_server_listens_with_the_same_queue(server: str) -> None:
     from benchmarks.serve import LISTEN_BACKLOG
 
     ss = shutil.which("ss")
-    assert ss is not None, "ss is missing: apt-get install iproute2 (.ci/run installs it)"
+    assert ss is not None, "ss is missing: apt-get install iproute2 (`make test` installs it when missing)"
     with Server(server, "raw") as srv:
         listing = subprocess.run(
             [ss, "-ltnH", f"sport = :{srv.port}"], capture_output=True, text=True, check=True
