@@ -14,7 +14,7 @@ endif
 VENV_PYTHON := $(VENV)/bin/python
 PIP := $(VENV_PYTHON) -m pip --quiet --disable-pip-version-check
 # The extras `make test` installs.
-TEST_EXTRAS := test,bench,browser,metrics
+TEST_EXTRAS := test,bench,browser,metrics,redis
 # Where `make run` listens (hypercorn's --bind).
 BIND ?= 127.0.0.1:8000
 
@@ -27,7 +27,7 @@ TEST_STAMP := $(STAMP)-test
 DOCS_STAMP := $(STAMP)-docs
 DIST_STAMP := $(STAMP)-dist
 
-.PHONY: venv install run test bench docs dist matrix typecheck
+.PHONY: venv install system-packages run test bench docs dist matrix typecheck
 
 # `make -s venv` creates the virtualenv if needed and prints its interpreter:
 # `$$(make -s venv) -m pytest -x` runs pytest there.
@@ -55,6 +55,11 @@ $(DIST_STAMP): | $(VENV_PYTHON)
 
 install: $(TEST_STAMP)
 
+# The Debian packages some tests drive (Chromium, redis-server, ...), with
+# apt-get when missing: see .ci/system-packages.
+system-packages:
+	@bash .ci/system-packages
+
 run: $(RUN_STAMP)
 	$(VENV_PYTHON) -m hypercorn --bind $(BIND) examples.echo.app:app.asgi_app
 
@@ -63,7 +68,7 @@ run: $(RUN_STAMP)
 # `make test tests/e2e/test_websocket.py::test_misuse_errors_say_what_to_do`
 # (or `make install test ...`). pytest's options go in ARGS (make reads dashes
 # as its own).
-TARGETS := venv install run test bench docs dist matrix typecheck
+TARGETS := venv install system-packages run test bench docs dist matrix typecheck
 ifneq ($(filter test,$(MAKECMDGOALS)),)
 SELECTION := $(filter-out $(TARGETS),$(MAKECMDGOALS))
 # The selection's words are not targets to build (a mistyped goal without
@@ -72,7 +77,7 @@ SELECTION := $(filter-out $(TARGETS),$(MAKECMDGOALS))
 	@:
 endif
 
-test: $(TEST_STAMP)
+test: $(TEST_STAMP) system-packages
 	$(VENV_PYTHON) -m pytest $(ARGS) $(SELECTION)
 
 bench: $(TEST_STAMP)

@@ -39,7 +39,7 @@ NETWORK = re.compile(
 def system_python() -> Path:
     """Debian's Python, as a fresh machine has it: PEP 668-managed, with venv."""
     assert SYSTEM_PYTHON.exists(), (
-        f"{SYSTEM_PYTHON} is needed (Debian's python3 and python3-venv; `bash .ci/run` installs them)"
+        f"{SYSTEM_PYTHON} is needed (Debian's python3 and python3-venv; `make test` installs them when missing)"
     )
     marker = subprocess.run(
         [

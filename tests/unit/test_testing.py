@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import typing as t
 
+import greenlet
 import pytest
 from flask import Flask, session
 from flask.testing import FlaskClient
@@ -471,3 +473,36 @@ def test_messages_sent_before_exit_all_reach_receive(mode: str) -> None:
         for i in range(50):
             ws.send(str(i))
     assert received == [*map(str, range(50)), ("teardown", WebsocketDisconnect)]
+
+
+def test_an_ended_connection_holds_no_greenlet_of_its_thread() -> None:
+    """Each test client websocket runs on a thread of its own, which ends with it. A connection object that
+    outlives it must hold none of that thread's greenlets: collected later from another thread, a dead thread's
+    main greenlet crashed the garbage collector (in greenlet)."""
+    app = Flask(__name__)
+    AsyncWS(app)
+    kept: list[t.Any] = []
+
+    @app.websocket("/sync")
+    def sync_handler() -> None:
+        kept.append(websocket._get_current_object())  # type: ignore[attr-defined]
+        websocket.send(websocket.receive())
+
+    @app.websocket("/async")
+    async def async_handler() -> None:
+        kept.append(websocket._get_current_object())  # type: ignore[attr-defined]
+        await websocket.send(await websocket.receive())
+
+    for path in ("/sync", "/async"):
+        with app.test_client().websocket(path) as ws:  # type: ignore[attr-defined]
+            ws.send("x")
+            assert ws.receive() == "x"
+    assert len(kept) == 2
+    held = [
+        type(referrer).__name__
+        for obj in gc.get_objects()
+        if isinstance(obj, greenlet.greenlet)
+        for referrer in gc.get_referrers(obj)
+        if any(referrer is connection for connection in kept)
+    ]
+    assert held == []
