@@ -163,6 +163,7 @@ class RedisBroker:
         self.lost_since: float | None = None
         #: Reading from the subscription is paused: too much waits for delivery.
         self.paused = False
+        self.read_at = 0.0
         self.closing = False
         # Shared with the server's loops.
         self.in_flight = 0
@@ -409,8 +410,9 @@ class RedisBroker:
                     while self.in_flight + self.hub.backlog() > MAX_IN_FLIGHT:
                         await asyncio.sleep(0.01)
                 finally:
-                    self.paused = False
+                    self.paused, self.read_at = False, time.monotonic()
             reply = await connection.read_response()
+            self.read_at = time.monotonic()
             kind = reply[0]
             if kind == b"message":
                 if not self.batch:
@@ -449,16 +451,18 @@ class RedisBroker:
                 self.in_flight -= len(batch)
 
     async def _check_health(self, connection: t.Any) -> None:
+        """Reconnect when nothing, not even a PING's answer, is read for TIMEOUT s of reading (not of pause)."""
         while True:
             await asyncio.sleep(HEALTH_EVERY)
-            if self.paused:
-                continue
-            try:
-                await asyncio.wait_for(self._fence(connection), TIMEOUT)
-            except (TimeoutError, asyncio.TimeoutError):
-                logger.warning("The broker at %s did not answer within %g s; reconnecting.", self.safe_url, TIMEOUT)
-                await connection.disconnect()
-                return
+            sent = time.monotonic()
+            answered = self._fence(connection)
+            while not answered.done():
+                silent = 0.0 if self.paused else time.monotonic() - max(sent, self.read_at)
+                if silent >= TIMEOUT:
+                    logger.warning("The broker at %s did not answer within %g s; reconnecting.", self.safe_url, TIMEOUT)
+                    await connection.disconnect()
+                    return
+                await asyncio.wait({answered}, timeout=TIMEOUT - silent)
 
     async def _close(self) -> None:
         self.closing = True
