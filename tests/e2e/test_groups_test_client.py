@@ -214,6 +214,31 @@ def test_a_subscriber_connection_that_hangs_is_given_up_and_made_again(redis_ser
             wait_for(delivered, within=30)
 
 
+def test_a_subscribing_connection_gone_silent_is_found_and_made_again(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The link to Redis goes silent with no reset: the health check finds it, and the worker subscribes again on
+    a new connection by itself."""
+    monkeypatch.setattr(flask_asyncws._broker, "HEALTH_EVERY", 0.2)
+    monkeypatch.setattr(flask_asyncws._broker, "TIMEOUT", 1.0)
+    direct = redis.Redis.from_url(redis_server.url)  # publishes around the proxy
+    with RedisProxy(redis_server) as proxy:
+        app, asyncws, _ = make_app(proxy.url)
+        with app.test_client().websocket("/member", timeout=30) as ws:
+            assert ws.receive() == "joined"
+            proxy.cut_off()
+
+            def delivered() -> bool:
+                direct.publish("asyncws:g:r", struct.pack(">cd", b"t", time.time()) + b"through")
+                try:
+                    return ws.receive(timeout=0.5) == "through"
+                except TimeoutError:
+                    return False
+
+            wait_for(delivered, within=20)
+    assert "did not answer within 1 s; reconnecting" in caplog.text
+
+
 def test_tallies_redis_refused_are_not_rewritten_in_a_busy_loop(redis_server: RedisServer) -> None:
     """A change of membership while Redis refuses connections waits for the reconnection: no CPU spent meanwhile."""
     app, asyncws, _ = make_app(redis_server.url)

@@ -213,7 +213,8 @@ class RedisProxy:
 
     ``silent``: connections are accepted and nothing is forwarded either way
     (a load balancer whose backend is away); set it false and new connections
-    are forwarded again. ``drop_after_publish``: once, the connection that sent
+    are forwarded again. :meth:`cut_off` makes the connections open now silent
+    the same way. ``drop_after_publish``: once, the connection that sent
     a PUBLISH is closed after Redis has run it and before its reply reaches the
     client (a connection lost with the command done). ``url`` is the proxy's.
     """
@@ -228,6 +229,7 @@ class RedisProxy:
         self.listener.listen(64)
         self.port = self.listener.getsockname()[1]
         self.sockets: list[socket.socket] = [self.listener]
+        self.cut: set[socket.socket] = set()
         threading.Thread(target=self._accept, name="redis proxy", daemon=True).start()
 
     @property
@@ -257,12 +259,18 @@ class RedisProxy:
                 if replies and published.is_set() and self.drop_after_publish and not self.dropped.is_set():
                     self.dropped.set()
                     break  # the reply is not passed on
-                target.sendall(data)
+                if source not in self.cut:
+                    target.sendall(data)
         except OSError:
             pass
         for sock in (source, target):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+    def cut_off(self) -> None:
+        """From now on forward nothing on the connections open now, and keep them open: a link a NAT or a
+        firewall forgot, with no reset to say so. Later connections are forwarded."""
+        self.cut.update(self.sockets)
 
     def __enter__(self) -> RedisProxy:
         return self
