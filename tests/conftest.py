@@ -22,6 +22,7 @@ import signal
 import typing as t
 
 import pytest
+from support import requirements
 from support.servers import SERVERS, LiveServer
 
 #: ``type_check/`` holds user-style code for type checkers to check, not tests.
@@ -29,13 +30,19 @@ collect_ignore = ["type_check"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Let the servers the tests start see SIGINT, as a terminal's CTRL+C.
+    """Check that this Python can run the suite, and let the servers the tests start see SIGINT.
 
-    A run started in the background by a non-interactive shell inherits SIGINT
-    ignored, and a process keeps an ignored signal ignored across exec: a server
-    stopped with SIGINT would never see it. A handler is reset to the default at
-    exec instead.
+    A Python that lacks what the tests need stops the run at once, with one
+    message saying what to install (each test file would fail on its own).
+
+    SIGINT, as a terminal's CTRL+C sends it: a run started in the background by
+    a non-interactive shell inherits SIGINT ignored, and a process keeps an
+    ignored signal ignored across exec, so a server stopped with SIGINT would
+    never see it. A handler is reset to the default at exec instead.
     """
+    unmet = requirements.problem()
+    if unmet is not None:
+        raise pytest.UsageError(unmet)
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
