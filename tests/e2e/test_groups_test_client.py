@@ -100,20 +100,19 @@ def test_a_process_that_only_publishes_and_counts_holds_no_subscription(redis_se
         time.sleep(0.05)
 
 
-def behind_signals(app: Flask) -> list[dict[str, t.Any]]:
-    """What ``broker_behind`` sends for ``app``, as it comes."""
+def watched_app(url: str, caplog: pytest.LogCaptureFixture) -> tuple[Flask, AsyncWS, t.Any, list[dict[str, t.Any]]]:
+    """An app whose warnings, metrics and ``broker_behind`` signals (as they come) the test reads."""
+    caplog.set_level(logging.WARNING, "flask_asyncws")
+    app, asyncws, registry = make_app(url)
     signalled: list[dict[str, t.Any]] = []
     broker_behind.connect(lambda sender, **extra: signalled.append(extra), app, weak=False)
-    return signalled
+    return app, asyncws, registry, signalled
 
 
 def test_late_messages_are_logged_signalled_and_counted(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, "flask_asyncws")
-    app, asyncws, registry = make_app(redis_server.url)
-    signalled = behind_signals(app)
-
+    app, asyncws, registry, signalled = watched_app(redis_server.url, caplog)
     with app.test_client().websocket("/member") as ws:
         assert ws.receive() == "joined"
         # A message published 10 s ago, as a publisher's clock would stamp it
@@ -130,10 +129,7 @@ def test_late_messages_are_logged_signalled_and_counted(
 def test_a_lost_broker_is_logged_signalled_and_counted_then_restored(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, "flask_asyncws")
-    app, asyncws, registry = make_app(redis_server.url)
-    signalled = behind_signals(app)
-
+    app, asyncws, registry, signalled = watched_app(redis_server.url, caplog)
     with app.test_client().websocket("/member") as ws:
         assert ws.receive() == "joined"
         redis_server.stop()
