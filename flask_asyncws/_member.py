@@ -13,7 +13,6 @@ import concurrent.futures
 import typing as t
 
 from ._bridge import step
-from ._handshake import check_group
 from ._log import logger
 from ._quirks import server_of
 
@@ -92,10 +91,9 @@ class Member:
             if self.outbox:
                 self.writer = self.loop.create_task(self._write(None, 0))
 
-    # -- joining and leaving (on the member's loop) --
+    # -- joining and leaving (on the member's loop; Websocket.join/leave checked the arguments) --
 
     async def join(self, group: str, presence: str | None) -> None:
-        check_group(group, presence)
         if self.ended:
             raise GroupsError("This connection has ended; it cannot join a group.")
         if group in self.joined:
@@ -106,7 +104,6 @@ class Member:
             await asyncio.wrap_future(done)
 
     async def leave(self, group: str) -> None:
-        check_group(group)
         if group not in self.joined:
             return
         done = self.hub.remove(self, group)
