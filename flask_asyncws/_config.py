@@ -47,10 +47,10 @@ class Settings:
     http_threads: int
     blocking_warn_ms: float | None
     body_timeout: float | None
-    broker_url: str | None = None
-    broker_prefix: str = "asyncws:"
-    outbox_limit: int = 1024 * 1024
-    presence_ttl: float = 15.0
+    broker_url: str | None
+    broker_prefix: str
+    outbox_limit: int
+    presence_ttl: float
 
     @classmethod
     def from_config(cls, config: t.Mapping[str, t.Any]) -> Settings:
@@ -82,15 +82,18 @@ class Settings:
             blocking_warn_ms=_positive(config, "ASYNCWS_BLOCKING_WARN_MS", float, "a positive number of milliseconds"),
             body_timeout=_positive(config, "ASYNCWS_BODY_TIMEOUT", float, "a positive number of seconds"),
             broker_url=_broker_url(config.get("ASYNCWS_BROKER_URL")),
-            broker_prefix=_prefix(config.get("ASYNCWS_BROKER_PREFIX", "asyncws:")),
+            broker_prefix=_prefix(config.get("ASYNCWS_BROKER_PREFIX", DEFAULTS["ASYNCWS_BROKER_PREFIX"])),
             outbox_limit=_number(
                 "ASYNCWS_OUTBOX_LIMIT",
-                config.get("ASYNCWS_OUTBOX_LIMIT", 1024 * 1024),
+                config.get("ASYNCWS_OUTBOX_LIMIT", DEFAULTS["ASYNCWS_OUTBOX_LIMIT"]),
                 int,
                 "a positive number of bytes",
             ),
             presence_ttl=_number(
-                "ASYNCWS_PRESENCE_TTL", config.get("ASYNCWS_PRESENCE_TTL", 15), float, "a positive number of seconds"
+                "ASYNCWS_PRESENCE_TTL",
+                config.get("ASYNCWS_PRESENCE_TTL", DEFAULTS["ASYNCWS_PRESENCE_TTL"]),
+                float,
+                "a positive number of seconds",
             ),
         )
 
