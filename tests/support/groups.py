@@ -28,7 +28,7 @@ import urllib.request
 
 from websockets.sync.client import ClientConnection, connect
 
-from .servers import ROOT, TESTS, ServerProcess, echoes, listening_socket
+from .servers import ROOT, TESTS, ServerProcess, echoes, listening_socket, read_shared
 
 APP = "support.groups_app:asgi_app"
 
@@ -103,8 +103,7 @@ class Publisher:
 
     @property
     def errors(self) -> str:
-        self._errors.seek(0)
-        return self._errors.read().decode(errors="replace")
+        return read_shared(self._errors)
 
     def __call__(self, op: str, timeout: float = 30, **fields: t.Any) -> dict[str, t.Any]:
         """The publisher's answer to ``op`` with ``fields`` (an error if it takes over ``timeout`` seconds)."""

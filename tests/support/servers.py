@@ -297,9 +297,7 @@ class ServerProcess(_Address):
         """What the server printed so far (stdout and stderr)."""
         if self._log is None or self._log.closed:
             return ""
-        self._log.flush()
-        self._log.seek(0)
-        return self._log.read().decode(errors="replace")
+        return read_shared(self._log)
 
     def wait_for(self, pattern: re.Pattern[str] | str, timeout: float = 20) -> re.Match[str]:
         """The first match of ``pattern`` in an output line after the last line
@@ -381,6 +379,14 @@ class ServerProcess(_Address):
                 self.sock.close()
             if self._log is not None:
                 self._log.close()
+
+
+def read_shared(file: t.IO[bytes]) -> str:
+    """All a child process has written to ``file``, read without moving the
+    offset the child shares: after a seek here the child's next write would land
+    over what it wrote before."""
+    fd = file.fileno()
+    return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
 
 
 def answers_hello(server: ServerProcess) -> bool:
