@@ -21,11 +21,11 @@ def test_reading_the_output_while_the_process_prints_loses_nothing() -> None:
     printed = "".join(f"line {n}\n" for n in range(LINES))
     with ServerProcess([sys.executable, "-c", PRINTER], name="printer") as printer:
         assert printer.proc is not None
-        reads = 0
+        reads_while_printing = 0
         while printer.proc.poll() is None:
             so_far = printer.output
             assert printed.startswith(so_far[: so_far.rfind("\n") + 1])
-            reads += 1
+            reads_while_printing += 0 < len(so_far) < len(printed)
         printer.proc.wait()
-        assert reads > 10, "the printer finished before the output was read while it printed"
+        assert reads_while_printing > 10, "the printer finished before its output was read while it printed"
         assert printer.output == printed
